@@ -1,0 +1,91 @@
+"""Evaluate one (corruption, severity) cell: python evaluate.py corruption=motion_blur severity=2."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from functools import partial
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("evaluate")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Compose the configured pieces and run one cell; user errors surface before heavy work."""
+    from hydra.utils import instantiate
+
+    from iqa_saliency.attribution import build_attribution, check_attribution_name
+    from iqa_saliency.corruption import check_corruption
+    from iqa_saliency.errors import WeightsUnavailableError
+    from iqa_saliency.outputs import check_writable
+    from iqa_saliency.pipeline import run_evaluation
+    from iqa_saliency.reporting import finish_logger, log_preview_table
+
+    check_corruption(cfg.corruption, cfg.severity)
+    check_attribution_name(cfg.attribution.name)
+    run_dir = HydraConfig.get().runtime.output_dir
+    check_writable(run_dir)
+    source = instantiate(cfg.dataset.source)
+
+    try:
+        quality = instantiate(cfg.quality)
+        classifier = instantiate(cfg.classifier)
+    except WeightsUnavailableError as exc:
+        if not cfg.allow_untrained_fallback:
+            raise
+        banner = "=" * 78
+        log.warning("\n%s\nOFFLINE: %s\nRunning with UNTRAINED weights instead; every output is marked "
+                    "'untrained'.\n%s", banner, exc, banner)
+        quality = instantiate(cfg.quality, pretrained=False)
+        classifier = instantiate(cfg.classifier, pretrained=False, checkpoint=None)
+
+    logger = instantiate(cfg.logger) if cfg.logger and "_target_" in cfg.logger else None
+    trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False)
+    options = OmegaConf.to_container(cfg.attribution.get("options") or {}, resolve=True)
+    try:
+        result = run_evaluation(
+            source=source,
+            quality=quality,
+            classifier=classifier,
+            attribution_factory=partial(build_attribution, cfg.attribution.name, **options),
+            attribution_name=cfg.attribution.name,
+            trainer=trainer,
+            run_dir=run_dir,
+            corruption=cfg.corruption,
+            severity=cfg.severity,
+            seed=cfg.seed,
+            resize=cfg.dataset.resize,
+            crop=cfg.dataset.crop,
+            batch_size=cfg.dataset.batch_size,
+            num_workers=cfg.dataset.num_workers,
+            target=cfg.attribution.target,
+            n_figures=cfg.figures,
+            save_images=cfg.dataset.save_images,
+            config=OmegaConf.to_container(cfg, resolve=True),
+        )
+        if result.summary:
+            log_preview_table(logger, result.previews)
+            log.info("Wrote %s (%d images, %d skipped)", run_dir, result.summary["n_images"],
+                     result.summary["n_skipped"])
+    finally:
+        finish_logger(logger)
+    return result.summary
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> dict[str, Any] | None:
+    from iqa_saliency.errors import UserError
+
+    try:
+        return evaluate(cfg)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

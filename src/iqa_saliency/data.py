@@ -1,0 +1,206 @@
+"""Image sources (bundled samples, folders) and the dataset that yields clean + corrupted pairs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import Dataset
+from torchvision.transforms import functional as TF
+
+from .corruption import apply_corruption, image_seed
+from .errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
+NO_LABEL = -1
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of a source: a stable id, its label index (-1 if none) and where it lives."""
+
+    image_id: str
+    label: int = NO_LABEL
+    path: str | None = None
+
+
+class ImageSource:
+    """A list of image records plus a loader; subclasses fill `records` and `class_names`."""
+
+    records: list[ImageRecord]
+    class_names: list[str] | None = None
+    # True when labels index ImageNet-1k classes rather than the source's own class_names.
+    imagenet_labels: bool = False
+
+    def load(self, record: ImageRecord) -> Image.Image:
+        """Return the record's image as an RGB PIL image."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+# name -> (skimage.data loader, ImageNet class index or None). Labels only where one clearly applies.
+SAMPLE_IMAGES: dict[str, tuple[str, int | None]] = {
+    "astronaut": ("astronaut", None),
+    "camera": ("camera", None),
+    "chelsea": ("chelsea", 281),  # tabby cat
+    "clock": ("clock", 409),  # analog clock
+    "coffee": ("coffee", 967),  # espresso
+    "hubble": ("hubble_deep_field", None),
+    "motorcycle": ("stereo_motorcycle", None),
+    "rocket": ("rocket", None),
+}
+
+
+class SampleImages(ImageSource):
+    """Real photos bundled with scikit-image, readable offline."""
+
+    imagenet_labels = True
+
+    def __init__(self, names: Sequence[str] | None = None) -> None:
+        names = list(names) if names else list(SAMPLE_IMAGES)
+        unknown = [n for n in names if n not in SAMPLE_IMAGES]
+        if unknown:
+            raise DatasetError(
+                f"Unknown sample image(s) {unknown}. Use names from: {', '.join(SAMPLE_IMAGES)}."
+            )
+        self.records = [
+            ImageRecord(n, NO_LABEL if SAMPLE_IMAGES[n][1] is None else SAMPLE_IMAGES[n][1]) for n in names
+        ]
+
+    def load(self, record: ImageRecord) -> Image.Image:
+        import skimage.data
+
+        array = getattr(skimage.data, SAMPLE_IMAGES[record.image_id][0])()
+        if isinstance(array, tuple):  # stereo_motorcycle returns (left, right, disparity)
+            array = array[0]
+        return to_rgb(Image.fromarray(np.asarray(array)))
+
+
+class ImageFolder(ImageSource):
+    """A folder of images: class-per-subfolder (labels from folder names) or flat (no labels)."""
+
+    def __init__(self, root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> None:
+        if root is None or str(root) in ("", "???"):
+            raise DatasetError("dataset=folder needs a folder. Set dataset.root=PATH.")
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise DatasetError(f"Dataset root '{self.root}' does not exist. Set dataset.root to an image folder.")
+        exts = tuple(e.lower() for e in extensions)
+        subdirs = sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        class_dirs = [d for d in subdirs if any(_walk_images(d, exts))]
+        if class_dirs:
+            self.class_names = [d.name for d in class_dirs]
+            self.records = [
+                ImageRecord(p.relative_to(self.root).as_posix(), label, str(p))
+                for label, d in enumerate(class_dirs)
+                for p in _walk_images(d, exts)
+            ]
+        else:
+            self.class_names = None
+            self.records = [
+                ImageRecord(p.name, NO_LABEL, str(p))
+                for p in sorted(self.root.iterdir())
+                if p.is_file() and p.suffix.lower() in exts
+            ]
+        if not self.records:
+            raise DatasetError(
+                f"No images ({', '.join(exts)}) found under '{self.root}'. Point dataset.root at a folder of images."
+            )
+
+    def load(self, record: ImageRecord) -> Image.Image:
+        with Image.open(record.path) as im:
+            im.load()
+            return to_rgb(ImageOps.exif_transpose(im))
+
+
+def _walk_images(folder: Path, exts: tuple[str, ...]) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode (L, LA, P, RGBA, I;16, CMYK, ...) to 8-bit RGB."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if array.max() > 255 else 255.0
+        return Image.fromarray(np.round(array / peak * 255).astype(np.uint8)).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def prepare_image(image: Image.Image, resize: int | None, crop: int | None) -> Image.Image:
+    """Resize the shorter side to `resize`, then centre-crop `crop` x `crop`, as ImageNet-C does."""
+    if resize is not None and min(image.size) != resize:
+        image = TF.resize(image, resize, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    if crop is not None:
+        if min(image.size) < crop:
+            # Padding would add black borders the models would see; upscaling keeps the content.
+            image = TF.resize(image, crop, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+        if image.size != (crop, crop):
+            image = TF.center_crop(image, [crop, crop])
+    return image
+
+
+class CorruptedPairs(Dataset):
+    """Yields each image clean and corrupted (uint8 CHW tensors), or the reason it is unusable."""
+
+    def __init__(
+        self,
+        source: ImageSource,
+        corruption: str,
+        severity: int,
+        seed: int,
+        resize: int | None = 256,
+        crop: int | None = 224,
+        labels: Sequence[int] | None = None,
+        corrupt_fn: Callable[[np.ndarray, str, int, int], np.ndarray] = apply_corruption,
+    ) -> None:
+        self.source = source
+        self.corruption = corruption
+        self.severity = severity
+        self.seed = seed
+        self.resize = resize
+        self.crop = crop
+        self.labels = list(labels) if labels is not None else [r.label for r in source.records]
+        self.corrupt_fn = corrupt_fn
+
+    def __len__(self) -> int:
+        return len(self.source.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = self.source.records[index]
+        item: dict[str, Any] = {"index": index, "image_id": record.image_id, "label": self.labels[index]}
+        try:
+            image = prepare_image(self.source.load(record), self.resize, self.crop)
+            clean = np.array(image, dtype=np.uint8)
+            seed = image_seed(self.seed, record.image_id, self.corruption, self.severity)
+            corrupted = self.corrupt_fn(clean, self.corruption, self.severity, seed)
+        except Exception as exc:  # an unusable file must not stop the run: it is reported and skipped
+            item["error"] = f"{type(exc).__name__}: {exc}".strip()
+            return item
+        item["clean"] = torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1)
+        item["corrupted"] = torch.from_numpy(np.ascontiguousarray(corrupted)).permute(2, 0, 1)
+        return item
+
+
+def collate_pairs(items: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Keep items as a list (images may differ in size) and set unusable ones aside."""
+    return {
+        "items": [it for it in items if "error" not in it],
+        "skipped": [it for it in items if "error" in it],
+    }

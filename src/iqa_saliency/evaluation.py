@@ -1,0 +1,231 @@
+"""Lightning pieces of an evaluation: the data module (sharded, unpadded) and the per-batch work."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .attribution import AttributionMethod
+from .corruption import is_clean
+from .data import collate_pairs
+from .figures import overlay, save_comparison_figure
+from .metrics import RunMetrics
+from .models.classifier import Classifier
+from .models.paq2piq import PaQ2PiQ, ScoreNormalizer
+from .outputs import RunWriter
+from .similarity import compare_maps, pearson_cc
+
+
+class ShardSampler(Sampler[int]):
+    """Every `world_size`-th index from `rank`: each image on exactly one process, no padding."""
+
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = list(range(rank, length, world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class PairData(pl.LightningDataModule):
+    """Serves a CorruptedPairs dataset; the sampler is built once the process's rank is known."""
+
+    def __init__(self, dataset: Dataset, batch_size: int = 8, num_workers: int = 2, pin_memory: bool = False):
+        super().__init__()
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+
+    def test_dataloader(self) -> DataLoader:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=ShardSampler(len(self.dataset), rank, world),
+            num_workers=self.num_workers,
+            collate_fn=collate_pairs,
+            pin_memory=self.pin_memory,
+            persistent_workers=False,
+        )
+
+
+@dataclass
+class Preview:
+    """One image's row with its input and both overlays, for experiment-logger tables."""
+
+    row: dict[str, Any]
+    image: np.ndarray
+    quality_overlay: np.ndarray
+    attribution_overlay: np.ndarray
+
+
+@dataclass
+class EvaluationSettings:
+    """Per-run choices the evaluation step needs."""
+
+    corruption: str
+    severity: int
+    target: str = "pred"  # "pred" or "label"
+    n_figures: int = 8
+    save_images: bool = False
+    method_title: str = "gradcam"
+
+
+def group_by_shape(items: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Split a batch into runs of equally sized images, so each group stacks into one tensor."""
+    groups: dict[tuple[int, ...], list[dict[str, Any]]] = defaultdict(list)
+    for item in items:
+        groups[tuple(item["clean"].shape)].append(item)
+    return list(groups.values())
+
+
+def safe_name(image_id: str) -> str:
+    """A file-name-safe form of an image id."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)
+
+
+class EvaluationModule(pl.LightningModule):
+    """Runs quality model, classifier and attribution on clean + corrupted images in one pass."""
+
+    def __init__(
+        self,
+        quality: PaQ2PiQ,
+        classifier: Classifier,
+        attribution_factory: Callable[[torch.nn.Module], AttributionMethod],
+        writer: RunWriter,
+        settings: EvaluationSettings,
+        normalizer: ScoreNormalizer | None = None,
+    ) -> None:
+        super().__init__()
+        self.quality = quality.eval()
+        self.classifier_info = classifier
+        self.classifier = classifier.model.eval()
+        self.attribution = attribution_factory(self.classifier)
+        self.writer = writer
+        self.settings = settings
+        self.normalizer = normalizer or ScoreNormalizer()
+        self.metrics = RunMetrics()
+        self.summary: dict[str, float] | None = None
+        self.previews: list[Preview] = []
+
+    def on_test_start(self) -> None:
+        self.writer.rank = self.global_rank
+
+    def test_step(self, batch: dict[str, list[dict[str, Any]]], batch_idx: int) -> None:
+        self.writer.append_skipped(
+            {"index": it["index"], "image": it["image_id"], "reason": it["error"]} for it in batch["skipped"]
+        )
+        for group in group_by_shape(batch["items"]):
+            self._evaluate(group)
+
+    def _to_float(self, key: str, items: list[dict[str, Any]]) -> torch.Tensor:
+        stacked = torch.stack([it[key] for it in items]).to(self.device, non_blocking=True)
+        return stacked.float().div_(255.0)
+
+    def _evaluate(self, items: list[dict[str, Any]]) -> None:
+        s = self.settings
+        n = len(items)
+        clean_only = is_clean(s.corruption, s.severity)
+        x = self._to_float("clean", items)
+        if not clean_only:
+            x = torch.cat([x, self._to_float("corrupted", items)])
+        labels = torch.tensor([it["label"] for it in items], device=self.device)
+
+        with torch.no_grad():
+            q_global, q_local = self.quality.split(self.quality(x).float())
+            probs = self.classifier(x).float().softmax(dim=1)
+        pred = probs.argmax(dim=1)
+        if s.target == "label":
+            target = labels.repeat(1 if clean_only else 2)
+        else:
+            target = pred
+        with torch.enable_grad():
+            attr = self.attribution.attribute(x.detach().requires_grad_(True), target=target).float().detach()
+
+        if clean_only:  # the corrupted half is the clean half
+            q_global, q_local, probs, pred, attr = (t.repeat(2, *([1] * (t.ndim - 1)))
+                                                     for t in (q_global, q_local, probs, pred, attr))
+        mos_clean, mos = q_global[:n], q_global[n:]
+        qmap, attr_clean, attr_corr = q_local[n:], attr[:n], attr[n:]
+        clean_pred, pred_c, probs_c = pred[:n], pred[n:], probs[n:]
+        sims = compare_maps(qmap, attr_corr)
+        stability = pearson_cc(attr_clean, attr_corr)
+        has_label = labels >= 0
+        safe_labels = labels.clamp_min(0)
+        top5 = probs_c.topk(min(5, probs_c.shape[1]), dim=1).indices
+        nan = torch.full((n,), math.nan, device=self.device, dtype=torch.float64)
+        correct1 = torch.where(has_label, (pred_c == safe_labels).double(), nan)
+        correct5 = torch.where(has_label, (top5 == safe_labels[:, None]).any(dim=1).double(), nan)
+        values = {
+            "mos": mos.double(), "mos_clean": mos_clean.double(), "mos_drop": (mos_clean - mos).double(),
+            "mos_normalized": self.normalizer(mos).double(),
+            "pred_prob": probs_c.gather(1, pred_c[:, None])[:, 0].double(),
+            "clean_pred_prob": probs_c.gather(1, clean_pred[:, None])[:, 0].double(),
+            "flipped": (pred_c != clean_pred).double(),
+            "correct_top1": correct1, "correct_top5": correct5,
+            **{f"sim_{k}": v.double() for k, v in sims.items()},
+            "attr_stability_cc": stability.double(),
+        }
+        self.metrics.update(values)
+        self._write(items, values, pred_c, clean_pred, qmap, attr_corr, x[n:] if not clean_only else x)
+
+    def _write(self, items, values, pred, clean_pred, qmap, attr, images) -> None:
+        s = self.settings
+        names = self.classifier_info.class_names
+        cpu = {k: v.cpu().numpy() for k, v in values.items()}
+        pred, clean_pred = pred.cpu().numpy(), clean_pred.cpu().numpy()
+        qmap_np, attr_np = qmap.cpu().numpy(), attr.cpu().numpy()
+        rows = []
+        for i, it in enumerate(items):
+            stem = f"{it['index']:06d}_{safe_name(it['image_id'])}"
+            maps_rel = f"maps/{stem}.npz"
+            self.writer.save_maps(maps_rel, quality_map=qmap_np[i], attribution=attr_np[i])
+            label = int(it["label"])
+            norm = float(cpu["mos_normalized"][i])
+            row = {
+                "index": it["index"], "image": it["image_id"],
+                "label": label if label >= 0 else None,
+                "label_name": names[label] if 0 <= label < len(names) else None,
+                "corruption": s.corruption, "severity": s.severity,
+                **{k: float(v[i]) for k, v in cpu.items()},
+                "quality_category": ScoreNormalizer.category(norm),
+                "pred": int(pred[i]), "pred_name": names[int(pred[i])],
+                "clean_pred": int(clean_pred[i]), "flipped": bool(cpu["flipped"][i]),
+                "maps": maps_rel,
+            }
+            rows.append(row)
+            corrupted_u8 = it["corrupted"].permute(1, 2, 0).numpy()
+            if s.save_images:
+                self.writer.save_png(f"images/{stem}.png", corrupted_u8)
+            if it["index"] < s.n_figures:
+                self._figure(stem, corrupted_u8, qmap_np[i], attr_np[i], row)
+        self.writer.append_rows(rows)
+
+    def _figure(self, stem: str, image: np.ndarray, qmap: np.ndarray, attr: np.ndarray, row: dict) -> None:
+        s = self.settings
+        cell = "clean" if is_clean(s.corruption, s.severity) else f"{s.corruption} s{s.severity}"
+        titles = (
+            f"{row['image']} · {cell}",
+            f"MOS {row['mos']:.1f} ({row['quality_category']}) · clean {row['mos_clean']:.1f}",
+            f"{s.method_title}: {row['pred_name']} {row['pred_prob']:.2f} · CC {row['sim_cc']:.2f}",
+        )
+        save_comparison_figure(self.writer.run_dir / "figures" / f"{stem}.png", image, qmap, attr, titles)
+        self.previews.append(Preview(row, image, overlay(image, qmap, cmap="RdYlGn", alpha=0.55),
+                                     overlay(image, attr, mode="bilinear")))
+
+    def on_test_epoch_end(self) -> None:
+        self.summary = self.metrics.compute()
+        loggable = {k: v for k, v in self.summary.items() if not math.isnan(v)}
+        if loggable:
+            self.log_dict(loggable, rank_zero_only=True)

@@ -1,0 +1,102 @@
+"""Run-level metrics as torchmetrics Metrics, so multi-process (DDP) runs sync them for free."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch import nn
+from torchmetrics import MeanMetric, Metric, SpearmanCorrCoef, SumMetric
+
+
+class MeanStd(Metric):
+    """Mean and sample standard deviation of a stream of values (NaN ignored)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total_sq", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, values: torch.Tensor) -> None:
+        values = values.detach().double().flatten()
+        values = values[~torch.isnan(values)]
+        self.total += values.sum()
+        self.total_sq += (values**2).sum()
+        self.count += values.numel()
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.count
+        mean = self.total / n if n > 0 else torch.tensor(math.nan, dtype=torch.float64)
+        if n > 1:
+            var = (self.total_sq - n * mean**2) / (n - 1)
+            std = var.clamp_min(0).sqrt()
+        else:
+            std = torch.tensor(math.nan, dtype=torch.float64)
+        return mean, std
+
+
+# per-image column -> summary key of its run mean
+MEAN_COLUMNS = {
+    "correct_top1": "acc/top1",
+    "correct_top5": "acc/top5",
+    "flipped": "robustness/flip_rate",
+    "mos_clean": "quality/mos_clean_mean",
+    "mos_drop": "quality/mos_drop",
+    "mos_normalized": "quality/mos_normalized_mean",
+    "sim_cc": "similarity/cc",
+    "sim_sim": "similarity/sim",
+    "sim_kld": "similarity/kld",
+    "sim_spearman": "similarity/spearman",
+    "attr_stability_cc": "attribution/stability_cc",
+}
+
+
+class RunMetrics(nn.Module):
+    """Aggregates per-image values into the run summary (accuracy, flips, MOS, similarity)."""
+
+    def __init__(self, extra_mean_columns: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.mean_columns = {**MEAN_COLUMNS, **(extra_mean_columns or {})}
+        self.means = nn.ModuleDict({col: MeanMetric(nan_strategy="ignore").set_dtype(torch.float64) for col in self.mean_columns})
+        self.mos = MeanStd()
+        self.n_images = SumMetric()
+        self.n_labeled = SumMetric()
+        self.mos_vs_confidence = SpearmanCorrCoef()
+
+    def update(self, values: dict[str, torch.Tensor]) -> None:
+        """Add one batch: `values` maps per-image column names to (B,) tensors (NaN = not available)."""
+        for col, metric in self.means.items():
+            if col in values:
+                v = values[col].detach().double()
+                if not torch.isnan(v).all():  # MeanMetric would warn on an all-NaN batch
+                    metric.update(v)
+        self.mos.update(values["mos"])
+        self.n_images.update(torch.tensor(float(values["mos"].numel()), device=values["mos"].device))
+        self.n_labeled.update((~torch.isnan(values["correct_top1"].double())).sum().double())
+        self.mos_vs_confidence.update(values["mos"].float(), values["clean_pred_prob"].float())
+
+    def compute(self) -> dict[str, float]:
+        """The run's aggregates as plain floats (NaN where undefined)."""
+        out: dict[str, float] = {}
+        with warnings.catch_warnings():
+            # every process must call compute (it syncs), also one whose values were all NaN
+            warnings.simplefilter("ignore")
+            for col, metric in self.means.items():
+                out[self.mean_columns[col]] = _float(metric.compute())
+            spearman = _float(self.mos_vs_confidence.compute())
+        mean, std = self.mos.compute()
+        out["quality/mos_mean"] = _float(mean)
+        out["quality/mos_std"] = _float(std)
+        out["n_images"] = _float(self.n_images.compute())
+        out["n_labeled"] = _float(self.n_labeled.compute())
+        n = int(out["n_images"]) if not math.isnan(out["n_images"]) else 0
+        out["correlation/mos_vs_clean_pred_prob_spearman"] = spearman if n >= 3 else math.nan
+        return out
+
+
+def _float(x: torch.Tensor | float) -> float:
+    return float(x.item() if torch.is_tensor(x) else x)

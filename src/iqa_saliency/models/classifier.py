@@ -1,0 +1,171 @@
+"""torchvision classifiers with ImageNet normalisation built in, loaded from a weights enum or a file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+
+from ..errors import ConfigError, UserError
+from .weights import (
+    UNTRAINED,
+    WeightsIdentity,
+    extract_state_dict,
+    fetch_weights,
+    load_checkpoint_file,
+    load_matching_state_dict,
+)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Key under which train.py checkpoints store what evaluate.py needs to rebuild the classifier.
+CHECKPOINT_META_KEY = "iqa_saliency"
+
+
+class NormalizedClassifier(nn.Module):
+    """A classifier that takes RGB in [0, 1] and applies ImageNet mean/std itself.
+
+    Attribution maps are then taken w.r.t. the same raw pixels the quality model sees.
+    """
+
+    def __init__(self, net: nn.Module, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+@dataclass
+class Classifier:
+    """A ready classifier: the module (eval mode), its class names and where its weights came from."""
+
+    model: NormalizedClassifier
+    arch: str
+    class_names: list[str]
+    weights: WeightsIdentity
+    extra: dict[str, Any] = field(default_factory=dict)
+    # True when class indices are ImageNet-1k's (labels of the bundled samples apply).
+    imagenet_classes: bool = True
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def classifier_names() -> list[str]:
+    """Classification architectures torchvision offers."""
+    return sorted(tvm.list_models(module=tvm))
+
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet class names (from torchvision's metadata, no download)."""
+    return list(tvm.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def replace_head(net: nn.Module, num_classes: int) -> nn.Module:
+    """Swap the final linear layer for one with `num_classes` outputs."""
+    for attr in ("fc", "classifier", "head", "heads"):
+        head = getattr(net, attr, None)
+        if isinstance(head, nn.Linear):
+            setattr(net, attr, nn.Linear(head.in_features, num_classes))
+            return net
+        if isinstance(head, nn.Sequential):
+            for i in range(len(head) - 1, -1, -1):
+                if isinstance(head[i], nn.Linear):
+                    head[i] = nn.Linear(head[i].in_features, num_classes)
+                    return net
+    raise ConfigError(f"Cannot find the final linear layer of {type(net).__name__}. Use a ResNet-style classifier.")
+
+
+def build_network(arch: str, num_classes: int = 1000) -> nn.Module:
+    """An untrained torchvision network of the given architecture."""
+    if arch not in classifier_names():
+        raise ConfigError(f"Unknown classifier '{arch}'. Use a torchvision model name such as: "
+                          f"{', '.join(n for n in classifier_names() if n.startswith('resnet'))}.")
+    net = tvm.get_model(arch, weights=None)
+    if num_classes != 1000:
+        net = replace_head(net, num_classes)
+    return net
+
+
+def _strip_to_network(state: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+    """Drop a wrapper prefix (e.g. 'classifier.net.') so keys match the bare network."""
+    own = set(net.state_dict())
+    if own & set(state):
+        return state
+    for key in state:
+        for own_key in own:
+            if key.endswith("." + own_key):
+                prefix = key[: -len(own_key)]
+                stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+                if own & set(stripped):
+                    return stripped
+    return state
+
+
+def load_classifier(
+    arch: str = "resnet18",
+    weights: str | None = "IMAGENET1K_V1",
+    checkpoint: str | None = None,
+    pretrained: bool = True,
+    seed: int = 0,
+    download: bool = True,
+) -> Classifier:
+    """Build a classifier: torchvision weights by enum name, a checkpoint file, or untrained."""
+    override = "classifier.checkpoint"
+    if checkpoint:
+        return _from_checkpoint(arch, checkpoint, override)
+    if not pretrained or not weights:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = build_network(arch)
+        return Classifier(NormalizedClassifier(net).eval(), arch, imagenet_categories(), WeightsIdentity(UNTRAINED))
+    net = build_network(arch)
+    try:
+        enum_cls = tvm.get_model_weights(arch)
+        spec = enum_cls[weights]
+    except KeyError as exc:
+        valid = ", ".join(w.name for w in tvm.get_model_weights(arch))
+        raise ConfigError(f"'{weights}' is not a weights name of {arch}. Use one of: {valid}.") from exc
+    # torchvision file names end in a sha256 prefix, which fetch_weights checks.
+    digest_prefix = spec.url.rsplit("-", 1)[-1].split(".")[0]
+    path, digest = fetch_weights(spec.url, digest_prefix, "classifier.checkpoint", download=download)
+    state = extract_state_dict(load_checkpoint_file(path, override), path, override)
+    load_matching_state_dict(net, state, str(path), override)
+    categories = list(spec.meta.get("categories") or imagenet_categories())
+    return Classifier(NormalizedClassifier(net).eval(), arch, categories,
+                      WeightsIdentity(f"{arch}:{weights}", spec.url, digest))
+
+
+def _from_checkpoint(arch: str, checkpoint: str, override: str) -> Classifier:
+    path, digest = fetch_weights(checkpoint, None, override)
+    obj = load_checkpoint_file(path, override)
+    meta = obj.get(CHECKPOINT_META_KEY, {}) if isinstance(obj, dict) else {}
+    arch = meta.get("arch", arch)
+    class_names = list(meta.get("class_names") or [])
+    state = extract_state_dict(obj, path, override)
+    num_classes = len(class_names) or _output_size(state)
+    net = build_network(arch, num_classes)
+    state = _strip_to_network(state, net)
+    load_matching_state_dict(net, state, str(path), override)
+    imagenet = not class_names and num_classes == 1000
+    if not class_names:
+        class_names = imagenet_categories() if imagenet else [str(i) for i in range(num_classes)]
+    return Classifier(NormalizedClassifier(net).eval(), arch, class_names,
+                      WeightsIdentity(f"{arch}:{path.name}", str(path), digest), extra=dict(meta),
+                      imagenet_classes=imagenet)
+
+
+def _output_size(state: dict[str, torch.Tensor]) -> int:
+    """Class count from the last 2-D weight in a state_dict (the final linear layer)."""
+    weights = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
+    if not weights:
+        raise UserError("The checkpoint has no linear layer to read the class count from. "
+                        "Set classifier.checkpoint=PATH to a classifier's state_dict.")
+    return int(weights[-1].shape[0])

@@ -1,0 +1,158 @@
+"""One evaluation cell, end to end: checks first, then the Lightning pass, then the run folder's files."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from .attribution import AttributionMethod
+from .corruption import backend_version
+from .data import NO_LABEL, CorruptedPairs, ImageSource
+from .errors import ConfigError, DatasetError
+from .evaluation import EvaluationModule, EvaluationSettings, PairData, Preview
+from .models.classifier import Classifier
+from .models.paq2piq import PaQ2PiQ, ScoreNormalizer
+from .models.weights import WeightsIdentity
+from .outputs import RunWriter
+from .provenance import provenance
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationResult:
+    """The summary written to summary.json (empty on non-zero ranks) and the figure previews."""
+
+    summary: dict[str, Any]
+    previews: list[Preview] = field(default_factory=list)
+
+
+def _canonical(name: str) -> str:
+    return name.strip().lower().replace("_", " ").replace("-", " ")
+
+
+def map_labels(source: ImageSource, classifier: Classifier) -> tuple[list[int], str]:
+    """Source labels as classifier class indices, and how they were matched.
+
+    Raises DatasetError when the classifier was trained on named classes that the dataset lacks.
+    """
+    raw = [r.label for r in source.records]
+    if source.imagenet_labels:
+        if classifier.imagenet_classes:
+            return raw, "imagenet"
+        log.warning("The sample labels are ImageNet classes but the classifier is not; accuracy is left blank.")
+        return [NO_LABEL] * len(raw), "none"
+    if not source.class_names:
+        return raw, "none"
+    trained_on = classifier.extra.get("class_names")
+    if trained_on:
+        if list(source.class_names) != list(trained_on):
+            missing = sorted(set(trained_on) - set(source.class_names))
+            extra = sorted(set(source.class_names) - set(trained_on))
+            raise DatasetError(
+                f"The dataset's classes do not match the checkpoint's ({len(source.class_names)} vs "
+                f"{len(trained_on)}; missing {missing[:5]}, unexpected {extra[:5]}). Evaluate the checkpoint "
+                "on a dataset with the classes it was trained on."
+            )
+        return raw, "checkpoint"
+    lookup = {_canonical(n): i for i, n in enumerate(classifier.class_names)}
+    mapping = {i: lookup.get(_canonical(n)) for i, n in enumerate(source.class_names)}
+    unmatched = [source.class_names[i] for i, j in mapping.items() if j is None]
+    if unmatched:
+        log.warning("Folder classes %s are not classifier classes; their images are evaluated without labels.",
+                    unmatched[:10])
+    return [NO_LABEL if mapping.get(lbl) is None else mapping[lbl] for lbl in raw], "class names"
+
+
+def check_target(target: str, labels: list[int]) -> None:
+    """attribution.target=label needs every image labelled."""
+    if target not in ("pred", "label"):
+        raise ConfigError(f"attribution.target={target!r} is not valid. Use attribution.target=pred or label.")
+    if target == "label" and any(lbl == NO_LABEL for lbl in labels):
+        raise ConfigError("attribution.target=label needs a label for every image, and some have none. "
+                          "Use attribution.target=pred, or a dataset with class folders.")
+
+
+def run_evaluation(
+    *,
+    source: ImageSource,
+    quality: tuple[PaQ2PiQ, WeightsIdentity],
+    classifier: Classifier,
+    attribution_factory: Callable[[torch.nn.Module], AttributionMethod],
+    attribution_name: str,
+    trainer: pl.Trainer,
+    run_dir: str | Path,
+    corruption: str,
+    severity: int,
+    seed: int,
+    resize: int | None,
+    crop: int | None,
+    batch_size: int = 8,
+    num_workers: int = 2,
+    target: str = "pred",
+    n_figures: int = 8,
+    save_images: bool = False,
+    config: dict[str, Any] | None = None,
+    normalizer: ScoreNormalizer | None = None,
+) -> EvaluationResult:
+    """Evaluate one (corruption, severity) cell and write the run folder (summary.json last)."""
+    started = time.time()
+    labels, label_source = map_labels(source, classifier)
+    check_target(target, labels)
+    quality_model, quality_weights = quality
+    writer = RunWriter(run_dir)
+    dataset = CorruptedPairs(source, corruption, severity, seed, resize=resize, crop=crop, labels=labels)
+    settings = EvaluationSettings(corruption, severity, target, n_figures, save_images, attribution_name)
+    module = EvaluationModule(quality_model, classifier, attribution_factory, writer, settings, normalizer)
+    data = PairData(dataset, batch_size=batch_size, num_workers=num_workers,
+                    pin_memory=trainer.accelerator.__class__.__name__ != "CPUAccelerator")
+    pl.seed_everything(seed, workers=True, verbose=False)
+    trainer.test(module, datamodule=data, verbose=False)
+    trainer.strategy.barrier()
+    if not trainer.is_global_zero:
+        return EvaluationResult({}, [])
+    world = trainer.world_size
+    rows, skipped = writer.merge(world)
+    for row in skipped:
+        log.warning("Skipped %s: %s", row["image"], row["reason"])
+    if not rows:
+        raise DatasetError(
+            f"No image of the {len(dataset)} in the dataset could be used (see {run_dir}/skipped.csv). "
+            "Check the dataset's files."
+        )
+    summary: dict[str, Any] = {
+        "corruption": corruption,
+        "severity": severity,
+        "seed": seed,
+        "attribution": attribution_name,
+        "attribution_target": target,
+        "n_images": len(rows),
+        "n_skipped": len(skipped),
+        "label_source": label_source,
+        "metrics": {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                    for k, v in (module.summary or {}).items()},
+        "weights": {
+            "quality": quality_weights.as_dict(),
+            "classifier": classifier.weights.as_dict(),
+            "untrained": quality_weights.name == "untrained" or classifier.weights.name == "untrained",
+        },
+        "classifier": {"arch": classifier.arch, "num_classes": classifier.num_classes},
+        "corruption_backend": backend_version(),
+        "score_normalizer": asdict(normalizer or ScoreNormalizer()),
+        "world_size": world,
+        "device": str(module.device),
+        "seconds": round(time.time() - started, 3),
+        "provenance": provenance(),
+        "config": config or {},
+    }
+    writer.write_summary(summary)
+    writer.remove_parts(world)
+    return EvaluationResult(summary, module.previews)

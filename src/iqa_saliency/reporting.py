@@ -1,0 +1,41 @@
+"""Experiment-logger output beyond scalars: the per-image preview table, and closing runs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TABLE_NUMBERS = ("mos", "mos_normalized", "quality_category", "mos_clean", "pred_name", "pred_prob",
+                 "clean_pred", "flipped", "correct_top1", "sim_cc", "sim_sim", "sim_kld", "sim_spearman",
+                 "attr_stability_cc")
+
+
+def log_preview_table(logger: Any, previews: Sequence[Any]) -> None:
+    """Log a wandb Table (image, quality overlay, attribution overlay, numbers) when logging to wandb."""
+    if logger is None or type(logger).__name__ != "WandbLogger" or not previews:
+        return
+    import wandb
+
+    columns = ["image_id", "image", "quality_overlay", "attribution_overlay", *TABLE_NUMBERS]
+    table = wandb.Table(columns=columns)
+    for p in previews:
+        table.add_data(p.row["image"], wandb.Image(p.image), wandb.Image(p.quality_overlay),
+                       wandb.Image(p.attribution_overlay), *[p.row.get(k) for k in TABLE_NUMBERS])
+    logger.experiment.log({"per_image": table})
+
+
+def finish_logger(logger: Any) -> None:
+    """Close the logger's run so the next job of a sweep starts a fresh one."""
+    if logger is None:
+        return
+    try:
+        logger.finalize("success")
+    except Exception:  # a logger that cannot finalise must not hide the run's own result
+        log.exception("Closing the experiment logger failed")
+    if type(logger).__name__ == "WandbLogger":
+        import wandb
+
+        wandb.finish()

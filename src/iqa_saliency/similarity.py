@@ -1,0 +1,69 @@
+"""Similarity between a quality map and an attribution map, batched: (B, h, w) tensors in, (B,) out."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+EPS = 2.2204e-16  # the MIT saliency benchmark's epsilon
+
+
+def pool_to_grid(maps: torch.Tensor, grid: int) -> torch.Tensor:
+    """Average-pool (B, H, W) maps onto (B, grid, grid) blocks (adaptive average pooling)."""
+    return F.adaptive_avg_pool2d(maps.unsqueeze(1).double(), grid).squeeze(1)
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1).double()
+
+
+def _minmax_sum(x: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each row, then divide by its sum (a distribution); NaN where constant."""
+    lo = x.min(dim=1, keepdim=True).values
+    hi = x.max(dim=1, keepdim=True).values
+    span = hi - lo
+    x = (x - lo) / torch.where(span > 0, span, torch.nan)
+    return x / x.sum(dim=1, keepdim=True)
+
+
+def pearson_cc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation per map pair; NaN when either map is constant."""
+    a, b = _flat(a), _flat(b)
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    denom = a.norm(dim=1) * b.norm(dim=1)
+    return (a * b).sum(dim=1) / torch.where(denom > 0, denom, torch.nan)
+
+
+def histogram_sim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """SIM (histogram intersection): sum of element-wise minima of the two normalised maps."""
+    return torch.minimum(_minmax_sum(_flat(a)), _minmax_sum(_flat(b))).sum(dim=1)
+
+
+def kld(quality: torch.Tensor, attribution: torch.Tensor) -> torch.Tensor:
+    """KL divergence Σ Q·log(ε + Q/(P + ε)), Q = quality map, P = attribution map (both normalised)."""
+    q = _minmax_sum(_flat(quality))
+    p = _minmax_sum(_flat(attribution))
+    return (q * torch.log(EPS + q / (p + EPS))).sum(dim=1)
+
+
+def rank_average(x: torch.Tensor) -> torch.Tensor:
+    """1-based ranks along dim 1 with ties given their average rank (as scipy.stats.rankdata)."""
+    x = _flat(x)
+    less = (x.unsqueeze(2) > x.unsqueeze(1)).sum(dim=2)
+    equal = (x.unsqueeze(2) == x.unsqueeze(1)).sum(dim=2)
+    return less.double() + (equal.double() + 1) / 2
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation per map pair."""
+    return pearson_cc(rank_average(a), rank_average(b))
+
+
+SIMILARITY_METRICS = {"cc": pearson_cc, "sim": histogram_sim, "kld": kld, "spearman": spearman}
+
+
+def compare_maps(quality: torch.Tensor, attribution: torch.Tensor) -> dict[str, torch.Tensor]:
+    """All similarity metrics between (B, g, g) quality maps and attribution maps pooled to g×g."""
+    pooled = pool_to_grid(attribution, quality.shape[-1])
+    return {name: fn(quality, pooled) for name, fn in SIMILARITY_METRICS.items()}
