@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from functools import partial
 from typing import Any
 
@@ -78,13 +77,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> dict[str, Any] | None:
-    from iqa_saliency.errors import UserError
+    from iqa_saliency.errors import exit_on_user_error
 
-    try:
+    with exit_on_user_error():
         return evaluate(cfg)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,11 @@
 """Errors a user can cause; each message ends with one sentence that names the fix."""
 
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class UserError(Exception):
     """A problem with the user's input or configuration, reported as one clear message."""
@@ -15,3 +21,28 @@ class WeightsUnavailableError(UserError):
 
 class DatasetError(UserError):
     """A dataset that cannot be used as configured."""
+
+
+def find_user_error(exc: BaseException) -> UserError | None:
+    """The UserError behind `exc`, also when wrapped (e.g. by Hydra's instantiate)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, UserError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@contextmanager
+def exit_on_user_error(code: int = 2) -> Iterator[None]:
+    """In an entry point: print a user error as one line on stderr and exit with `code`."""
+    try:
+        yield
+    except Exception as exc:
+        user_error = find_user_error(exc)
+        if user_error is None:
+            raise
+        print(f"error: {user_error}", file=sys.stderr)
+        sys.exit(code)

@@ -50,7 +50,7 @@ def save_comparison_figure(path: str | os.PathLike, image: np.ndarray, quality_m
     sm2 = plt.cm.ScalarMappable(cmap="jet", norm=matplotlib.colors.Normalize(0, 1))
     fig.colorbar(sm2, ax=axes[2], fraction=0.046, pad=0.02, label="attribution (min-max scaled)")
     del im
-    for ax, title in zip(axes, titles):
+    for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])

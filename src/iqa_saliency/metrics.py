@@ -61,7 +61,9 @@ class RunMetrics(nn.Module):
     def __init__(self, extra_mean_columns: dict[str, str] | None = None) -> None:
         super().__init__()
         self.mean_columns = {**MEAN_COLUMNS, **(extra_mean_columns or {})}
-        self.means = nn.ModuleDict({col: MeanMetric(nan_strategy="ignore").set_dtype(torch.float64) for col in self.mean_columns})
+        self.means = nn.ModuleDict(
+            {col: MeanMetric(nan_strategy="ignore").set_dtype(torch.float64) for col in self.mean_columns}
+        )
         self.mos = MeanStd()
         self.n_images = SumMetric()
         self.n_labeled = SumMetric()

@@ -66,7 +66,9 @@ def fetch_weights(source: str, sha256: str | None, override: str, download: bool
     if not is_url(source):
         path = Path(source).expanduser()
         if not path.is_file():
-            raise WeightsUnavailableError(f"Weights file '{path}' does not exist. Set {override}=PATH to an existing file.")
+            raise WeightsUnavailableError(
+                f"Weights file '{path}' does not exist. Set {override}=PATH to an existing file."
+            )
         return path, _check_hash(path, sha256, "Weights file", override)
 
     filename = os.path.basename(urlparse(source).path)

@@ -1,0 +1,79 @@
+"""Image sources and the clean/corrupted pair dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_image
+from PIL import Image
+
+from iqa_saliency.data import (
+    SAMPLE_IMAGES,
+    CorruptedPairs,
+    ImageFolder,
+    SampleImages,
+    collate_pairs,
+    prepare_image,
+)
+from iqa_saliency.errors import DatasetError
+
+
+def test_samples_are_real_photos_with_some_imagenet_labels():
+    src = SampleImages()
+    assert [r.image_id for r in src.records] == list(SAMPLE_IMAGES)
+    labels = {r.image_id: r.label for r in src.records}
+    assert labels["chelsea"] == 281 and labels["astronaut"] == -1
+    img = src.load(src.records[0])
+    assert img.mode == "RGB" and min(img.size) >= 224
+    assert src.load(src.records[1]).mode == "RGB"  # camera is grayscale, converted
+
+
+def test_class_folder_labels_from_folder_names(class_folder):
+    src = ImageFolder(class_folder)
+    assert src.class_names == ["alpha", "beta"]
+    assert [(r.image_id, r.label) for r in src.records] == [
+        ("alpha/img0.png", 0), ("alpha/img1.png", 1 - 1), ("beta/img0.png", 1), ("beta/img1.png", 1)]
+
+
+def test_flat_folder_has_no_labels(tmp_path):
+    make_image(tmp_path / "b.png")
+    make_image(tmp_path / "a.jpg")
+    (tmp_path / "notes.txt").write_text("x")
+    src = ImageFolder(tmp_path)
+    assert src.class_names is None
+    assert [(r.image_id, r.label) for r in src.records] == [("a.jpg", -1), ("b.png", -1)]
+
+
+def test_missing_root_and_empty_folder(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist.*dataset.root"):
+        ImageFolder(tmp_path / "nope")
+    with pytest.raises(DatasetError, match="dataset.root=PATH"):
+        ImageFolder(None)
+    with pytest.raises(DatasetError, match="No images"):
+        ImageFolder(tmp_path)
+
+
+def test_resize_null_crop_224_leaves_224_image_untouched():
+    array = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    out = prepare_image(Image.fromarray(array), None, 224)
+    np.testing.assert_array_equal(np.asarray(out), array)
+
+
+def test_resize_then_crop_like_imagenet_c():
+    img = Image.new("RGB", (400, 300))
+    assert prepare_image(img, 256, 224).size == (224, 224)
+    assert prepare_image(img, 256, None).size == (341, 256)
+    assert prepare_image(img, None, None).size == (400, 300)
+    assert prepare_image(Image.new("RGB", (100, 150)), None, 224).size == (224, 224)  # upscaled, not padded
+
+
+def test_pairs_and_unreadable_file(tmp_path):
+    make_image(tmp_path / "good.png", size=(64, 64))
+    (tmp_path / "bad.jpg").write_text("not an image")
+    ds = CorruptedPairs(ImageFolder(tmp_path), "contrast", 2, seed=0, resize=None, crop=None)
+    batch = collate_pairs([ds[0], ds[1]])
+    assert [it["image_id"] for it in batch["skipped"]] == ["bad.jpg"]
+    assert "UnidentifiedImageError" in batch["skipped"][0]["error"]
+    good = batch["items"][0]
+    assert good["clean"].shape == (3, 64, 64) and good["clean"].dtype.is_floating_point is False
+    assert not np.array_equal(good["clean"].numpy(), good["corrupted"].numpy())
