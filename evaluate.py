@@ -19,7 +19,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     from iqa_saliency.attribution import build_attribution, check_attribution_name
     from iqa_saliency.corruption import check_corruption
-    from iqa_saliency.errors import WeightsUnavailableError
+    from iqa_saliency.errors import WeightsUnavailableError, find_user_error
     from iqa_saliency.outputs import check_writable
     from iqa_saliency.pipeline import run_evaluation
     from iqa_saliency.reporting import finish_logger, log_preview_table
@@ -33,9 +33,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     try:
         quality = instantiate(cfg.quality)
         classifier = instantiate(cfg.classifier)
-    except WeightsUnavailableError as exc:
-        if not cfg.allow_untrained_fallback:
+    except Exception as exc:  # Hydra wraps errors raised while instantiating
+        if not (cfg.allow_untrained_fallback and isinstance(find_user_error(exc), WeightsUnavailableError)):
             raise
+        exc = find_user_error(exc)
         banner = "=" * 78
         log.warning("\n%s\nOFFLINE: %s\nRunning with UNTRAINED weights instead; every output is marked "
                     "'untrained'.\n%s", banner, exc, banner)
