@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 from functools import partial
 from typing import Any
 
@@ -20,7 +22,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from iqa_saliency.attribution import build_attribution, check_attribution_name
     from iqa_saliency.corruption import check_corruption
     from iqa_saliency.errors import WeightsUnavailableError, find_user_error
-    from iqa_saliency.outputs import check_writable
+    from iqa_saliency.outputs import check_run_folder, check_writable, launch_rank
     from iqa_saliency.pipeline import run_evaluation
     from iqa_saliency.reporting import finish_logger, log_preview_table
 
@@ -28,6 +30,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_attribution_name(cfg.attribution.name)
     run_dir = HydraConfig.get().runtime.output_dir
     check_writable(run_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if launch_rank() == 0:  # processes a DDP launcher started share rank 0's folder
+        check_run_folder(run_dir, cfg.resume, config)
     source = instantiate(cfg.dataset.source)
 
     try:
@@ -65,7 +70,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             target=cfg.attribution.target,
             n_figures=cfg.figures,
             save_images=cfg.dataset.save_images,
-            config=OmegaConf.to_container(cfg, resolve=True),
+            config=config,
+            resume=cfg.resume,
         )
         if result.summary:
             log_preview_table(logger, result.previews)
@@ -76,12 +82,24 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return result.summary
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> dict[str, Any] | None:
     from iqa_saliency.errors import exit_on_user_error
 
-    with exit_on_user_error():
-        return evaluate(cfg)
+    # SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: rows on disk stay, the folder is marked INCOMPLETE.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with exit_on_user_error():
+            return evaluate(cfg)
+    except KeyboardInterrupt:
+        run_dir = HydraConfig.get().runtime.output_dir
+        print(f"interrupted: partial results in {run_dir}; finish with resume=true hydra.run.dir={run_dir}",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
-from .corruption import apply_corruption, image_seed
+from .corruption import MIN_SIDE, apply_corruption, image_seed
 from .errors import DatasetError
 
 log = logging.getLogger(__name__)
 
+# Above LARGE_PIXELS a JPEG is decoded at a reduced scale (draft) before resizing, so memory stays bounded;
+# a non-JPEG must be decoded in full, so above MAX_PIXELS it is skipped rather than risk exhausting memory.
+LARGE_PIXELS = 40_000_000
+MAX_PIXELS = 200_000_000
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
 NO_LABEL = -1
 
@@ -41,8 +45,8 @@ class ImageSource:
     # True when labels index ImageNet-1k classes rather than the source's own class_names.
     imagenet_labels: bool = False
 
-    def load(self, record: ImageRecord) -> Image.Image:
-        """Return the record's image as an RGB PIL image."""
+    def load(self, record: ImageRecord, min_side: int | None = None) -> Image.Image:
+        """Return the record's image as an RGB PIL image; `min_side` allows decoding huge files reduced."""
         raise NotImplementedError
 
     def __len__(self) -> int:
@@ -78,7 +82,7 @@ class SampleImages(ImageSource):
             ImageRecord(n, NO_LABEL if SAMPLE_IMAGES[n][1] is None else SAMPLE_IMAGES[n][1]) for n in names
         ]
 
-    def load(self, record: ImageRecord) -> Image.Image:
+    def load(self, record: ImageRecord, min_side: int | None = None) -> Image.Image:
         import skimage.data
 
         array = getattr(skimage.data, SAMPLE_IMAGES[record.image_id][0])()
@@ -118,10 +122,37 @@ class ImageFolder(ImageSource):
                 f"No images ({', '.join(exts)}) found under '{self.root}'. Point dataset.root at a folder of images."
             )
 
-    def load(self, record: ImageRecord) -> Image.Image:
-        with Image.open(record.path) as im:
-            im.load()
-            return to_rgb(ImageOps.exif_transpose(im))
+    def load(self, record: ImageRecord, min_side: int | None = None) -> Image.Image:
+        return open_image(record.path, min_side)
+
+
+def open_image(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:
+    """Decode an image file as RGB, EXIF orientation applied; raise ValueError/OSError if it is unusable.
+
+    A truncated file is an error (never a partly grey image). A file over LARGE_PIXELS is decoded at
+    the smallest JPEG draft scale whose shorter side stays >= `min_side`; over MAX_PIXELS a non-JPEG is refused.
+    """
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # some library switched it on process-wide; we do not accept that
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on; truncated files would load silently")
+    if os.path.getsize(path) == 0:
+        raise ValueError("empty file (0 bytes)")
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the size is checked below, against our own limits
+    try:
+        im = Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    with im:
+        w, h = im.size
+        if w * h > LARGE_PIXELS:
+            if im.format == "JPEG" and min_side:
+                scale = max(1, min(w, h) // min_side)
+                im.draft(None, (max(1, w // scale), max(1, h // scale)))
+                log.warning("%s is %dx%d; decoded at %dx%d (JPEG draft) before resizing", path, w, h, *im.size)
+            elif w * h > MAX_PIXELS:
+                raise ValueError(f"{w}x{h} image is over the {MAX_PIXELS:,} pixel limit for a non-JPEG file")
+        im.load()
+        return to_rgb(ImageOps.exif_transpose(im))
 
 
 def _walk_images(folder: Path, exts: tuple[str, ...]) -> list[Path]:
@@ -132,9 +163,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode (L, LA, P, RGBA, I;16, CMYK, ...) to 8-bit RGB."""
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if array.max() > 255 else 255.0
+        # 16-bit modes span 0-65535 whatever the content; 32-bit I/F have no fixed range (values > 255 -> 16-bit)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        array = np.clip(array, 0, peak)
         return Image.fromarray(np.round(array / peak * 255).astype(np.uint8)).convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
@@ -186,7 +219,11 @@ class CorruptedPairs(Dataset):
         record = self.source.records[index]
         item: dict[str, Any] = {"index": index, "image_id": record.image_id, "label": self.labels[index]}
         try:
-            image = prepare_image(self.source.load(record), self.resize, self.crop)
+            image = prepare_image(self.source.load(record, self.resize), self.resize, self.crop)
+            if min(image.size) < MIN_SIDE:
+                # Neither corruptions nor PaQ-2-PiQ (stride 32) work below this; upscaling is the user's call.
+                raise ValueError(f"image is {image.size[0]}x{image.size[1]} after resize/crop, below the {MIN_SIDE}"
+                                 " px minimum (set dataset.resize or dataset.crop to upscale small images)")
             clean = np.array(image, dtype=np.uint8)
             seed = image_seed(self.seed, record.image_id, self.corruption, self.severity)
             corrupted = self.corrupt_fn(clean, self.corruption, self.severity, seed)

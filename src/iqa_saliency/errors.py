@@ -46,3 +46,7 @@ def exit_on_user_error(code: int = 2) -> Iterator[None]:
             raise
         print(f"error: {user_error}", file=sys.stderr)
         sys.exit(code)
+
+
+class RunFolderError(UserError):
+    """A run folder that already holds a run (complete, unfinished, or of another configuration)."""

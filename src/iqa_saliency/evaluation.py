@@ -25,10 +25,14 @@ from .similarity import compare_maps, pearson_cc
 
 
 class ShardSampler(Sampler[int]):
-    """Every `world_size`-th index from `rank`: each image on exactly one process, no padding."""
+    """Every `world_size`-th index from `rank`: each image on exactly one process, no padding.
 
-    def __init__(self, length: int, rank: int = 0, world_size: int = 1) -> None:
-        self.indices = list(range(rank, length, world_size))
+    `length` is a dataset size, or the dataset indices still to do (a resumed run skips finished ones).
+    """
+
+    def __init__(self, length: int | Sequence[int], rank: int = 0, world_size: int = 1) -> None:
+        todo = range(length) if isinstance(length, int) else list(length)
+        self.indices = list(todo[rank::world_size])
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
@@ -40,9 +44,11 @@ class ShardSampler(Sampler[int]):
 class PairData(pl.LightningDataModule):
     """Serves a CorruptedPairs dataset; the sampler is built once the process's rank is known."""
 
-    def __init__(self, dataset: Dataset, batch_size: int = 8, num_workers: int = 2, pin_memory: bool = False):
+    def __init__(self, dataset: Dataset, batch_size: int = 8, num_workers: int = 2, pin_memory: bool = False,
+                 indices: Sequence[int] | None = None):
         super().__init__()
         self.dataset = dataset
+        self.indices = indices
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
@@ -52,7 +58,7 @@ class PairData(pl.LightningDataModule):
         return DataLoader(
             self.dataset,
             batch_size=self.batch_size,
-            sampler=ShardSampler(len(self.dataset), rank, world),
+            sampler=ShardSampler(len(self.dataset) if self.indices is None else self.indices, rank, world),
             num_workers=self.num_workers,
             collate_fn=collate_pairs,
             pin_memory=self.pin_memory,

@@ -102,3 +102,17 @@ class RunMetrics(nn.Module):
 
 def _float(x: torch.Tensor | float) -> float:
     return float(x.item() if torch.is_tensor(x) else x)
+
+
+def summarize_rows(rows: list[dict[str, str]], extra_mean_columns: dict[str, str] | None = None) -> dict[str, float]:
+    """The run summary from per_image.csv rows (in index order): the same numbers however the rows were made.
+
+    One process, one update, in image order: a resumed run or a multi-process run gives the same
+    summary as a single uninterrupted one.
+    """
+    metrics = RunMetrics(extra_mean_columns)
+    if rows:
+        columns = set(metrics.mean_columns) | {"mos", "clean_pred_prob", "correct_top1"}
+        metrics.update({c: torch.tensor([float(r[c]) if r.get(c) not in (None, "") else math.nan for r in rows],
+                                        dtype=torch.float64) for c in columns})
+    return metrics.compute()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 import tempfile
@@ -15,7 +16,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import UserError
+from .errors import RunFolderError, UserError
+
+log = logging.getLogger(__name__)
 
 PER_IMAGE_COLUMNS = [
     "index", "image", "label", "label_name", "corruption", "severity",
@@ -28,6 +31,7 @@ SKIPPED_COLUMNS = ["index", "image", "reason"]
 PER_IMAGE = "per_image.csv"
 SKIPPED = "skipped.csv"
 SUMMARY = "summary.json"
+INCOMPLETE = "INCOMPLETE"  # JSON status of a run that has not finished (running, interrupted, failed)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -123,17 +127,42 @@ class RunWriter:
         """A lossless PNG of an HxWx3 uint8 image, written atomically."""
         atomic_write(self.run_dir / relpath, lambda fh: Image.fromarray(image).save(fh, format="PNG"))
 
+    def parts(self, name: str) -> list[Path]:
+        """Every process's part file of `name` (also those of an earlier, interrupted run)."""
+        return sorted(self.run_dir.glob(f".{name}.part*"))
+
+    def read_rows(self, name: str) -> dict[int, dict[str, str]]:
+        """Complete rows of `name` by image index, from its merged file and all parts (partial lines ignored)."""
+        columns = self.columns if name == PER_IMAGE else SKIPPED_COLUMNS
+        rows: dict[int, dict[str, str]] = {}
+        for path in [self.run_dir / name, *self.parts(name)]:
+            if path.exists():
+                for row in _complete_rows(path, columns):
+                    rows[int(row["index"])] = row  # an image counts once, whichever process saw it
+        return rows
+
+    def repair_part(self) -> None:
+        """Cut this process's part files back to their last complete line (a kill can leave half a row)."""
+        for name in (PER_IMAGE, SKIPPED):
+            path = self.part_path(name)
+            if path.exists():
+                data = path.read_bytes()
+                end = data.rfind(b"\n") + 1
+                if end != len(data):
+                    with open(path, "r+b") as fh:
+                        fh.truncate(end)
+
+    def done_indices(self) -> set[int]:
+        """Images already finished by an earlier attempt: rows whose maps are on disk, and skipped images."""
+        done = {i for i, row in self.read_rows(PER_IMAGE).items()
+                if not row.get("maps") or (self.run_dir / row["maps"]).is_file()}
+        return done | set(self.read_rows(SKIPPED))
+
     def merge(self, world_size: int = 1) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
         """Merge every process's parts into per_image.csv and skipped.csv, sorted by image index."""
         merged = []
         for name, columns in ((PER_IMAGE, self.columns), (SKIPPED, SKIPPED_COLUMNS)):
-            rows: dict[int, dict[str, str]] = {}
-            for rank in range(world_size):
-                part = self.part_path(name, rank)
-                if part.exists():
-                    with open(part, newline="") as fh:
-                        for row in csv.DictReader(fh):
-                            rows[int(row["index"])] = row  # an image counts once, whichever process saw it
+            rows = self.read_rows(name)
             ordered = [rows[i] for i in sorted(rows)]
             if ordered or name == PER_IMAGE:
                 buf = io.StringIO()
@@ -146,13 +175,96 @@ class RunWriter:
 
     def remove_parts(self, world_size: int = 1) -> None:
         for name in (PER_IMAGE, SKIPPED):
-            for rank in range(world_size):
-                self.part_path(name, rank).unlink(missing_ok=True)
+            for part in self.parts(name):
+                part.unlink(missing_ok=True)
+
+    def write_status(self, status: str, **info: Any) -> None:
+        """The INCOMPLETE marker: why this folder does not (yet) hold a complete run."""
+        text = json.dumps(_jsonable({"status": status, **info}), indent=2, allow_nan=False)
+        atomic_write_text(self.run_dir / INCOMPLETE, text + "\n")
+
+    def read_status(self) -> dict[str, Any] | None:
+        path = self.run_dir / INCOMPLETE
+        return json.loads(path.read_text()) if path.exists() else None
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """summary.json, written last: its presence marks a complete run."""
         text = json.dumps(_jsonable(summary), indent=2, sort_keys=False, allow_nan=False)
         atomic_write_text(self.run_dir / SUMMARY, text + "\n")
+        (self.run_dir / INCOMPLETE).unlink(missing_ok=True)
+
+
+def _complete_rows(path: Path, columns: list[str]) -> list[dict[str, str]]:
+    """Rows of a CSV file that have every column; a last line without its newline is ignored."""
+    with open(path, newline="") as fh:
+        text = fh.read()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header != columns:
+        return []
+    return [dict(zip(columns, r, strict=True)) for r in reader if len(r) == len(columns)]
+
+
+# Config keys that may change between an interrupted run and its resumption (they do not change results).
+RESUME_FREE_KEYS = ("resume", "trainer", "logger", "allow_untrained_fallback")
+
+
+def launch_rank() -> int:
+    """This process's global rank as its launcher set it (0 for the process the user started)."""
+    return int(os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or 0)
+
+
+def _comparable(config: dict[str, Any] | None) -> dict[str, Any]:
+    config = json.loads(json.dumps(_jsonable(config or {}), default=str))  # as stored on disk
+    config = {k: v for k, v in (config or {}).items() if k not in RESUME_FREE_KEYS}
+    if isinstance(config.get("dataset"), dict):
+        config["dataset"] = {k: v for k, v in config["dataset"].items() if k != "num_workers"}
+    return config
+
+
+def check_run_folder(run_dir: str | Path, resume: bool, config: dict[str, Any] | None = None) -> None:
+    """Refuse to write over a complete or unfinished run, or to resume one made with another configuration."""
+    run_dir = Path(run_dir)
+    writer = RunWriter(run_dir)
+    complete = (run_dir / SUMMARY).exists()
+    unfinished = (run_dir / INCOMPLETE).exists() or bool(writer.parts(PER_IMAGE) + writer.parts(SKIPPED))
+    if not resume:
+        if complete:
+            raise RunFolderError(f"'{run_dir}' already holds a complete run (summary.json). Choose another "
+                                 "hydra.run.dir, or delete that folder to run it again.")
+        if unfinished:
+            raise RunFolderError(f"'{run_dir}' holds an unfinished run. Add resume=true to finish it, or choose "
+                                 "another hydra.run.dir.")
+        return
+    # the configuration the folder's run was made with: in summary.json, or in the INCOMPLETE marker
+    earlier = json.loads((run_dir / SUMMARY).read_text()) if complete else writer.read_status()
+    if earlier and config is not None and "config" in earlier:
+        before, now = _comparable(earlier["config"]), _comparable(config)
+        if before != now:
+            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            raise RunFolderError(f"'{run_dir}' was started with a different configuration (differs in: "
+                                 f"{', '.join(changed)}). Resume with the same overrides, or choose another "
+                                 "hydra.run.dir.")
+
+
+def start_run(writer: RunWriter, n_images: int, resume: bool, config: dict[str, Any] | None) -> list[int]:
+    """Mark the folder unfinished and return the image indices still to do (all, unless resuming)."""
+    rank = launch_rank()
+    if rank == 0:
+        check_run_folder(writer.run_dir, resume, config)
+    writer.rank = rank
+    done: set[int] = set()
+    if resume:
+        writer.repair_part()
+        done = writer.done_indices()
+        if done:
+            log.info("Resuming %s: %d of %d images already done.", writer.run_dir, len(done & set(range(n_images))),
+                     n_images)
+    if rank == 0:
+        writer.write_status("running", config=config or {})
+    return [i for i in range(n_images) if i not in done]
 
 
 def _jsonable(value: Any) -> Any:

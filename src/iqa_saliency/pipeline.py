@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -18,10 +19,11 @@ from .corruption import backend_version
 from .data import NO_LABEL, CorruptedPairs, ImageSource
 from .errors import ConfigError, DatasetError
 from .evaluation import EvaluationModule, EvaluationSettings, PairData, Preview
+from .metrics import summarize_rows
 from .models.classifier import Classifier
 from .models.paq2piq import PaQ2PiQ, ScoreNormalizer
 from .models.weights import WeightsIdentity
-from .outputs import RunWriter
+from .outputs import SUMMARY, RunWriter, launch_rank, start_run
 from .provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -102,21 +104,39 @@ def run_evaluation(
     save_images: bool = False,
     config: dict[str, Any] | None = None,
     normalizer: ScoreNormalizer | None = None,
+    resume: bool = False,
 ) -> EvaluationResult:
-    """Evaluate one (corruption, severity) cell and write the run folder (summary.json last)."""
+    """Evaluate one (corruption, severity) cell and write the run folder (summary.json last).
+
+    resume=True finishes an interrupted run in `run_dir`: images already on disk are not computed again.
+    """
     started = time.time()
+    if resume and (Path(run_dir) / SUMMARY).exists():
+        log.info("%s already holds a complete run; nothing to do.", run_dir)
+        return EvaluationResult(json.loads((Path(run_dir) / SUMMARY).read_text()) if launch_rank() == 0 else {})
     labels, label_source = map_labels(source, classifier)
     check_target(target, labels)
     quality_model, quality_weights = quality
     writer = RunWriter(run_dir)
+    todo = start_run(writer, len(source), resume, config)
     dataset = CorruptedPairs(source, corruption, severity, seed, resize=resize, crop=crop, labels=labels)
     settings = EvaluationSettings(corruption, severity, target, n_figures, save_images, attribution_name)
     module = EvaluationModule(quality_model, classifier, attribution_factory, writer, settings, normalizer)
     data = PairData(dataset, batch_size=batch_size, num_workers=num_workers,
-                    pin_memory=trainer.accelerator.__class__.__name__ != "CPUAccelerator")
+                    pin_memory=trainer.accelerator.__class__.__name__ != "CPUAccelerator", indices=todo)
     pl.seed_everything(seed, workers=True, verbose=False)
-    trainer.test(module, datamodule=data, verbose=False)
-    trainer.strategy.barrier()
+    try:
+        if todo:
+            trainer.test(module, datamodule=data, verbose=False)
+        trainer.strategy.barrier()
+    except BaseException as exc:  # Ctrl-C, SIGTERM (see evaluate.py) or an error: keep what was computed
+        if launch_rank() == 0:
+            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+            writer.write_status("interrupted" if interrupted else "failed", reason=f"{type(exc).__name__}: {exc}",
+                                rows_on_disk=len(writer.read_rows("per_image.csv")), config=config or {})
+            log.error("Run %s: partial results are kept in %s. Finish it with resume=true hydra.run.dir=%s",
+                      "interrupted" if interrupted else "failed", run_dir, run_dir)
+        raise
     if not trainer.is_global_zero:
         return EvaluationResult({}, [])
     world = trainer.world_size
@@ -124,6 +144,7 @@ def run_evaluation(
     for row in skipped:
         log.warning("Skipped %s: %s", row["image"], row["reason"])
     if not rows:
+        writer.write_status("failed", reason="no usable image", config=config or {})
         raise DatasetError(
             f"No image of the {len(dataset)} in the dataset could be used (see {run_dir}/skipped.csv). "
             "Check the dataset's files."
@@ -137,8 +158,9 @@ def run_evaluation(
         "n_images": len(rows),
         "n_skipped": len(skipped),
         "label_source": label_source,
+        # from the merged rows, so a resumed or multi-process run summarises exactly like a single one
         "metrics": {k: (None if isinstance(v, float) and math.isnan(v) else v)
-                    for k, v in (module.summary or {}).items()},
+                    for k, v in summarize_rows(rows, module.metrics.mean_columns).items()},
         "weights": {
             "quality": quality_weights.as_dict(),
             "classifier": classifier.weights.as_dict(),
@@ -148,6 +170,7 @@ def run_evaluation(
         "corruption_backend": backend_version(),
         "score_normalizer": asdict(normalizer or ScoreNormalizer()),
         "world_size": world,
+        "resumed": len(todo) < len(dataset),
         "device": str(module.device),
         "seconds": round(time.time() - started, 3),
         "provenance": provenance(),
