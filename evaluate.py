@@ -82,6 +82,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return result.summary
 
 
+def check_output_dir(argv: list[str]) -> None:
+    """Hydra creates the run folder before the job starts: check a user-given one first, for a one-line error."""
+    from iqa_saliency.errors import exit_on_user_error
+    from iqa_saliency.outputs import check_writable
+
+    key = "hydra.sweep.dir=" if ("-m" in argv or "--multirun" in argv) else "hydra.run.dir="
+    given = [arg[len(key):].strip("'\"") for arg in argv if arg.startswith(key)]
+    if given and "${" not in given[-1]:
+        with exit_on_user_error():
+            check_writable(given[-1])
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
@@ -103,4 +115,5 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
 
 
 if __name__ == "__main__":
+    check_output_dir(sys.argv[1:])
     main()

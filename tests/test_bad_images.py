@@ -179,3 +179,66 @@ def test_huge_jpeg_is_decoded_reduced_with_bounded_memory(tmp_path):
     ref = data.prepare_image(full, 256, 224)
     got = data.prepare_image(data.open_image(path, 256), 256, 224)
     assert np.abs(np.asarray(got, float) - np.asarray(ref, float)).mean() < 2
+
+
+def _bad_folder(root: Path) -> dict[str, str]:
+    """Every kind of odd file in one flat folder; returns the unusable ones with a word of their reason."""
+    Image.fromarray(picture(96, 80, seed=1)).save(root / "ok.png")
+    Image.fromarray(picture(96, 80, seed=2)[..., 0], "L").save(root / "gray.png")
+    Image.fromarray(np.dstack([picture(96, 80, seed=3), np.full((80, 96), 128, np.uint8)]), "RGBA").save(
+        root / "rgba.png")
+    Image.fromarray(picture(96, 80, seed=4)).convert("CMYK").save(root / "cmyk.jpg")
+    Image.fromarray(picture(40, 36, seed=5)).save(root / "small.png")  # smaller than the 64 px crop
+    Image.fromarray(picture(256, 256, seed=6)).save(root / "full.jpg")
+    (root / "cut.jpg").write_bytes((root / "full.jpg").read_bytes()[:-300])
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "text.jpg").write_text("hello\n")
+    return {"cut.jpg": "truncated", "empty.jpg": "empty file", "text.jpg": "cannot identify"}
+
+
+@pytest.mark.slow
+def test_folder_of_odd_files_evaluates_the_usable_and_lists_the_rest(tmp_path):
+    import csv
+    import json
+
+    from conftest import run_cli
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    bad = _bad_folder(data_dir)
+    run = tmp_path / "run"
+    proc = run_cli("evaluate.py", "dataset=folder", f"dataset.root={data_dir}", "dataset.resize=null",
+                   "dataset.crop=64", "corruption=gaussian_noise", "severity=2", "pretrained=false", "logger=none",
+                   "trainer.enable_progress_bar=false", "figures=0", f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(run / "per_image.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["image"] for r in rows) == ["cmyk.jpg", "full.jpg", "gray.png", "ok.png", "rgba.png", "small.png"]
+    with open(run / "skipped.csv", newline="") as fh:
+        skipped = {r["image"]: r["reason"] for r in csv.DictReader(fh)}
+    assert skipped.keys() == bad.keys()
+    for name, word in bad.items():
+        assert word in skipped[name]
+        assert f"Skipped {name}: " in proc.stderr + proc.stdout  # and in the log
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["n_images"] == 6 and summary["n_skipped"] == 3
+
+
+@pytest.mark.slow
+def test_folder_without_a_usable_image_stops_with_a_clear_error(tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "empty.jpg").write_bytes(b"")
+    (data_dir / "text.png").write_text("hello\n")
+    run = tmp_path / "run"
+    proc = run_cli("evaluate.py", "dataset=folder", f"dataset.root={data_dir}", "pretrained=false", "logger=none",
+                   "trainer.enable_progress_bar=false", f"hydra.run.dir={run}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: No image of the 2 in the dataset could be used")
+    assert not (run / "summary.json").exists()
+    assert json.loads((run / "INCOMPLETE").read_text())["status"] == "failed"
+    assert (run / "skipped.csv").exists()

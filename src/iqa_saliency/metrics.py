@@ -89,7 +89,10 @@ class RunMetrics(nn.Module):
             warnings.simplefilter("ignore")
             for col, metric in self.means.items():
                 out[self.mean_columns[col]] = _float(metric.compute())
-            spearman = _float(self.mos_vs_confidence.compute())
+            try:
+                spearman = _float(self.mos_vs_confidence.compute())
+            except ValueError:  # no image at all (every one skipped): torchmetrics has nothing to concatenate
+                spearman = math.nan
         mean, std = self.mos.compute()
         out["quality/mos_mean"] = _float(mean)
         out["quality/mos_std"] = _float(std)

@@ -65,6 +65,11 @@ def map_labels(source: ImageSource, classifier: Classifier) -> tuple[list[int], 
                 "on a dataset with the classes it was trained on."
             )
         return raw, "checkpoint"
+    if not classifier.imagenet_classes and len(source.class_names) != classifier.num_classes:
+        raise DatasetError(
+            f"The classifier has {classifier.num_classes} classes but the dataset has {len(source.class_names)} "
+            "class folders. Evaluate the checkpoint on a dataset with the classes it was trained on."
+        )
     lookup = {_canonical(n): i for i, n in enumerate(classifier.class_names)}
     mapping = {i: lookup.get(_canonical(n)) for i, n in enumerate(source.class_names)}
     unmatched = [source.class_names[i] for i, j in mapping.items() if j is None]
