@@ -15,8 +15,8 @@ class MeanStd(Metric):
 
     full_state_update = False
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
         self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total_sq", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
@@ -58,16 +58,17 @@ MEAN_COLUMNS = {
 class RunMetrics(nn.Module):
     """Aggregates per-image values into the run summary (accuracy, flips, MOS, similarity)."""
 
-    def __init__(self, extra_mean_columns: dict[str, str] | None = None) -> None:
+    def __init__(self, extra_mean_columns: dict[str, str] | None = None, sync: bool = True) -> None:
         super().__init__()
+        kw = {} if sync else {"sync_on_compute": False}  # sync=False: this process's values only
         self.mean_columns = {**MEAN_COLUMNS, **(extra_mean_columns or {})}
         self.means = nn.ModuleDict(
-            {col: MeanMetric(nan_strategy="ignore").set_dtype(torch.float64) for col in self.mean_columns}
+            {col: MeanMetric(nan_strategy="ignore", **kw).set_dtype(torch.float64) for col in self.mean_columns}
         )
-        self.mos = MeanStd()
-        self.n_images = SumMetric()
-        self.n_labeled = SumMetric()
-        self.mos_vs_confidence = SpearmanCorrCoef()
+        self.mos = MeanStd(**kw)
+        self.n_images = SumMetric(**kw)
+        self.n_labeled = SumMetric(**kw)
+        self.mos_vs_confidence = SpearmanCorrCoef(**kw)
 
     def update(self, values: dict[str, torch.Tensor]) -> None:
         """Add one batch: `values` maps per-image column names to (B,) tensors (NaN = not available)."""
@@ -113,7 +114,7 @@ def summarize_rows(rows: list[dict[str, str]], extra_mean_columns: dict[str, str
     One process, one update, in image order: a resumed run or a multi-process run gives the same
     summary as a single uninterrupted one.
     """
-    metrics = RunMetrics(extra_mean_columns)
+    metrics = RunMetrics(extra_mean_columns, sync=False)  # the rows are already every process's
     if rows:
         columns = set(metrics.mean_columns) | {"mos", "clean_pred_prob", "correct_top1"}
         metrics.update({c: torch.tensor([float(r[c]) if r.get(c) not in (None, "") else math.nan for r in rows],

@@ -1,0 +1,80 @@
+"""Same numbers however the run is laid out: 2 DDP processes = 1 process; same seed = same bytes."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from torch.utils.data import DataLoader
+
+from iqa_saliency.data import CorruptedPairs, SampleImages
+
+FAST = ["pretrained=false", "logger=none", "trainer.enable_progress_bar=false"]
+# corruptions that draw random numbers, by ImageNet-C group
+RANDOM = ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",  # noise
+          "glass_blur", "motion_blur",  # blur
+          "snow", "frost", "fog", "spatter",  # weather / extra
+          "elastic_transform"]  # digital
+
+
+@pytest.mark.parametrize("corruption", RANDOM)
+def test_random_corruption_is_the_same_in_any_worker(corruption):
+    ds = CorruptedPairs(SampleImages(["chelsea", "coffee"]), corruption, 3, seed=7, resize=None, crop=64)
+    in_main = [ds[i]["corrupted"].numpy() for i in range(len(ds))]
+    # two worker processes, images in the other order: each image is still seeded by (seed, image, cell)
+    loader = DataLoader(ds, batch_size=1, num_workers=2, sampler=[1, 0], collate_fn=lambda b: b[0])
+    in_workers = {it["index"]: it["corrupted"].numpy() for it in loader}
+    for i, array in enumerate(in_main):
+        np.testing.assert_array_equal(in_workers[i], array)
+    assert not np.array_equal(in_main[0], ds[0]["clean"].numpy())
+    other_seed = CorruptedPairs(ds.source, corruption, 3, seed=8, resize=None, crop=64)[0]["corrupted"].numpy()
+    assert not np.array_equal(other_seed, in_main[0])  # the seed really drives the randomness
+
+
+@pytest.mark.slow
+def test_random_corruption_sweep_reruns_are_byte_identical(tmp_path):
+    sweep = ["-m", f"corruption={','.join(RANDOM[3:])}", "severity=3", *FAST, "dataset.source.names=[rocket,clock]",
+             "dataset.resize=null", "dataset.crop=64", "dataset.num_workers=2", "figures=0", "seed=3"]
+    for name in ("a", "b"):
+        proc = run_cli("evaluate.py", *sweep, f"hydra.sweep.dir={tmp_path / name}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    runs_a = sorted((tmp_path / "a").glob("*/per_image.csv"))
+    assert len(runs_a) == len(RANDOM) - 3
+    for csv_a in runs_a:
+        csv_b = tmp_path / "b" / csv_a.relative_to(tmp_path / "a")
+        assert csv_a.read_bytes() == csv_b.read_bytes(), csv_a.parent.name
+
+
+@pytest.mark.slow
+def test_two_process_ddp_equals_one_process(tmp_path, monkeypatch):
+    # Float sums depend on the thread count and DDP on CPU gives each process cores/2 threads: pin it to 1 in
+    # both runs. batch_size=1 so each image meets the same kernels whichever process computes it.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    args = ["corruption=gaussian_noise", "severity=3", *FAST, "dataset.batch_size=1", "dataset.num_workers=0",
+            "dataset.source.names=[chelsea,coffee,clock,rocket,astronaut]", "figures=3"]  # 5 images: odd
+    one, two = tmp_path / "one", tmp_path / "two"
+    proc = run_cli("evaluate.py", *args, f"hydra.run.dir={one}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    proc = run_cli("evaluate.py", *args, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                   f"hydra.run.dir={two}", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stdout + proc.stderr
+    with open(two / "per_image.csv", newline="") as fh:
+        indices = [int(r["index"]) for r in csv.DictReader(fh)]
+    assert indices == [0, 1, 2, 3, 4]  # each image exactly once, no padding repeats
+    assert (two / "per_image.csv").read_bytes() == (one / "per_image.csv").read_bytes()
+    a, b = (json.loads((r / "summary.json").read_text()) for r in (one, two))
+    assert b["world_size"] == 2 and a["world_size"] == 1
+    assert a["metrics"] == b["metrics"] and a["n_images"] == b["n_images"] == 5
+    # rank 1 worked in rank 0's folder: its log is there, no second Hydra folder, one summary, parts merged
+    assert (two / "train_ddp_process_1.log").exists()
+    assert not (cwd / "outputs").exists()
+    assert sorted(p.parent.name for p in tmp_path.rglob("summary.json")) == ["one", "two"]
+    assert not list(two.glob(".*.part*")) and not (two / "INCOMPLETE").exists()
+    assert sorted(p.name for p in (two / "figures").glob("*.png")) == sorted(
+        p.name for p in (one / "figures").glob("*.png"))
