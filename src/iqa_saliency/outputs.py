@@ -155,6 +155,16 @@ class RunWriter:
         atomic_write_text(self.run_dir / SUMMARY, text + "\n")
 
 
+def is_complete(run_dir: str | os.PathLike) -> bool:
+    """A run folder is complete when its summary.json exists (it is written last)."""
+    return (Path(run_dir) / SUMMARY).is_file()
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The summary.json of a complete run."""
+    return json.loads((Path(run_dir) / SUMMARY).read_text())
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}

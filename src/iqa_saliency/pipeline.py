@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 from .attribution import AttributionMethod
+from .clean_cache import CleanCache
 from .corruption import backend_version
 from .data import NO_LABEL, CorruptedPairs, ImageSource
 from .errors import ConfigError, DatasetError
@@ -102,6 +103,8 @@ def run_evaluation(
     save_images: bool = False,
     config: dict[str, Any] | None = None,
     normalizer: ScoreNormalizer | None = None,
+    clean_cache_dir: str | Path | None = None,
+    attribution_options: dict[str, Any] | None = None,
 ) -> EvaluationResult:
     """Evaluate one (corruption, severity) cell and write the run folder (summary.json last)."""
     started = time.time()
@@ -111,7 +114,16 @@ def run_evaluation(
     writer = RunWriter(run_dir)
     dataset = CorruptedPairs(source, corruption, severity, seed, resize=resize, crop=crop, labels=labels)
     settings = EvaluationSettings(corruption, severity, target, n_figures, save_images, attribution_name)
-    module = EvaluationModule(quality_model, classifier, attribution_factory, writer, settings, normalizer)
+    clean_cache = None
+    if clean_cache_dir is not None:
+        clean_cache = CleanCache(clean_cache_dir, {
+            "quality": quality_weights.as_dict(), "classifier": classifier.weights.as_dict(),
+            "arch": classifier.arch, "attribution": attribution_name, "options": attribution_options or {},
+            "target": target, "resize": resize, "crop": crop, "seed": seed,
+            "labels": labels if target == "label" else None,
+        })
+    module = EvaluationModule(quality_model, classifier, attribution_factory, writer, settings, normalizer,
+                              clean_cache=clean_cache)
     data = PairData(dataset, batch_size=batch_size, num_workers=num_workers,
                     pin_memory=trainer.accelerator.__class__.__name__ != "CPUAccelerator")
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -147,6 +159,7 @@ def run_evaluation(
         "classifier": {"arch": classifier.arch, "num_classes": classifier.num_classes},
         "corruption_backend": backend_version(),
         "score_normalizer": asdict(normalizer or ScoreNormalizer()),
+        "clean_cache": clean_cache.stats() if clean_cache else None,
         "world_size": world,
         "device": str(module.device),
         "seconds": round(time.time() - started, 3),
