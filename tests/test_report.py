@@ -8,17 +8,17 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 from hydra import compose, initialize_config_dir
 from scipy import stats
 
-from conftest import ROOT
 from iqa_saliency.report import (
     ALEXNET_CLEAN_ERROR,
     ALEXNET_ERRORS,
     bootstrap_ci,
     clean_error,
-    corruption_errors,
     correlation_across_cells,
+    corruption_errors,
     load_cells,
     mean_corruption_error,
     summarize_cells,
@@ -52,7 +52,8 @@ def test_correlation_equals_scipy():
 def test_mce_hand_computation():
     # made-up errors for two corruptions at severities 1-5, clean error 0.3
     errors = {"contrast": [0.4, 0.5, 0.6, 0.7, 0.8], "fog": [0.35, 0.35, 0.45, 0.55, 0.6]}
-    rows = [{"corruption": c, "severity": s + 1, "acc_top1": 1 - e} for c, es in errors.items() for s, e in enumerate(es)]
+    rows = [{"corruption": c, "severity": s + 1, "acc_top1": 1 - e}
+            for c, es in errors.items() for s, e in enumerate(es)]
     rows.append({"corruption": "motion_blur", "severity": 1, "acc_top1": 0.5})  # incomplete: not counted
     table = corruption_errors(pd.DataFrame(rows), clean_err=0.3).set_index("corruption")
     # CE_contrast = (0.4+0.5+0.6+0.7+0.8) / (5 * 0.853204) = 3.0 / 4.26602

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import ROOT, run_cli
 
 FAST = ["pretrained=false", "logger=none", "trainer.enable_progress_bar=false"]
