@@ -80,6 +80,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             save_images=cfg.dataset.save_images,
             config=OmegaConf.to_container(cfg, resolve=True),
             clean_cache_dir=clean_cache_dir,
+            corruption_cache_dir=cfg.corruption_cache,
             attribution_options=options,
         )
         if result.summary:

@@ -15,7 +15,8 @@ import torch
 
 from .attribution import AttributionMethod
 from .clean_cache import CleanCache
-from .corruption import backend_version
+from .corruption import apply_corruption, backend_version
+from .corruption_cache import CachedCorruption
 from .data import NO_LABEL, CorruptedPairs, ImageSource
 from .errors import ConfigError, DatasetError
 from .evaluation import EvaluationModule, EvaluationSettings, PairData, Preview
@@ -105,6 +106,7 @@ def run_evaluation(
     normalizer: ScoreNormalizer | None = None,
     clean_cache_dir: str | Path | None = None,
     attribution_options: dict[str, Any] | None = None,
+    corruption_cache_dir: str | Path | None = None,
 ) -> EvaluationResult:
     """Evaluate one (corruption, severity) cell and write the run folder (summary.json last)."""
     started = time.time()
@@ -112,7 +114,9 @@ def run_evaluation(
     check_target(target, labels)
     quality_model, quality_weights = quality
     writer = RunWriter(run_dir)
-    dataset = CorruptedPairs(source, corruption, severity, seed, resize=resize, crop=crop, labels=labels)
+    corrupt_fn = CachedCorruption(corruption_cache_dir) if corruption_cache_dir else apply_corruption
+    dataset = CorruptedPairs(source, corruption, severity, seed, resize=resize, crop=crop, labels=labels,
+                             corrupt_fn=corrupt_fn)
     settings = EvaluationSettings(corruption, severity, target, n_figures, save_images, attribution_name)
     clean_cache = None
     if clean_cache_dir is not None:
