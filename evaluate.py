@@ -81,6 +81,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             config=OmegaConf.to_container(cfg, resolve=True),
             clean_cache_dir=clean_cache_dir,
             corruption_cache_dir=cfg.corruption_cache,
+            channels_last=cfg.channels_last,
             attribution_options=options,
         )
         if result.summary:

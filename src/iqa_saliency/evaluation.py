@@ -81,6 +81,7 @@ class EvaluationSettings:
     n_figures: int = 8
     save_images: bool = False
     method_title: str = "gradcam"
+    channels_last: bool = False  # NHWC memory format for both models (faster with cuDNN, esp. bf16)
 
 
 def group_by_shape(items: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -124,6 +125,9 @@ class EvaluationModule(pl.LightningModule):
 
     def on_test_start(self) -> None:
         self.writer.rank = self.global_rank
+        if self.settings.channels_last:
+            self.quality.to(memory_format=torch.channels_last)
+            self.classifier.to(memory_format=torch.channels_last)
 
     def test_step(self, batch: dict[str, list[dict[str, Any]]], batch_idx: int) -> None:
         self.writer.append_skipped(
@@ -134,7 +138,8 @@ class EvaluationModule(pl.LightningModule):
 
     def _to_float(self, key: str, items: list[dict[str, Any]]) -> torch.Tensor:
         stacked = torch.stack([it[key] for it in items]).to(self.device, non_blocking=True)
-        return stacked.float().div_(255.0)
+        fmt = torch.channels_last if self.settings.channels_last else torch.contiguous_format
+        return stacked.float().div_(255.0).contiguous(memory_format=fmt)
 
     def _infer(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Quality scores and maps, class probabilities and attribution maps for a batch of [0,1] images."""

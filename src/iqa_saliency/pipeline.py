@@ -107,6 +107,7 @@ def run_evaluation(
     clean_cache_dir: str | Path | None = None,
     attribution_options: dict[str, Any] | None = None,
     corruption_cache_dir: str | Path | None = None,
+    channels_last: bool = False,
 ) -> EvaluationResult:
     """Evaluate one (corruption, severity) cell and write the run folder (summary.json last)."""
     started = time.time()
@@ -117,7 +118,8 @@ def run_evaluation(
     corrupt_fn = CachedCorruption(corruption_cache_dir) if corruption_cache_dir else apply_corruption
     dataset = CorruptedPairs(source, corruption, severity, seed, resize=resize, crop=crop, labels=labels,
                              corrupt_fn=corrupt_fn)
-    settings = EvaluationSettings(corruption, severity, target, n_figures, save_images, attribution_name)
+    settings = EvaluationSettings(corruption, severity, target, n_figures, save_images, attribution_name,
+                                  channels_last)
     clean_cache = None
     if clean_cache_dir is not None:
         clean_cache = CleanCache(clean_cache_dir, {
