@@ -276,6 +276,44 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def compare_bf16(args: argparse.Namespace) -> dict[str, Any]:
+    """How far bf16 autocast (+ channels_last) moves the outputs from fp32, on the same images."""
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    fp32 = Models(device, args.method)
+    fast = Models(device, args.method, channels_last=True)
+    fast.quality.load_state_dict(fp32.quality.state_dict())
+    fast.clf.load_state_dict(fp32.clf.state_dict())
+    dataset = CorruptedPairs(CycledSamples(args.images), args.corruption, args.severity, 0, resize=256, crop=224)
+    batches = load_pairs(dataset, args.batch_size, args.workers if args.workers >= 0 else 0)
+    diffs: dict[str, list[float]] = {"mos_abs": [], "local_abs": [], "prob_abs": [], "attr_cc": [], "same_pred": []}
+    for batch in batches:
+        x, _ = _stack(batch, device)
+        outs = []
+        for models, autocast in ((fp32, False), (fast, True)):
+            xx = x.contiguous(memory_format=models.memory_format)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                with torch.no_grad():
+                    q = models.quality(xx).float()
+                    probs = models.clf(xx).float().softmax(1)
+                with torch.enable_grad():
+                    attr = models.attribution.attribute(xx.clone().requires_grad_(True), target=probs.argmax(1))
+            outs.append((q, probs, attr.float().detach()))
+        (q0, p0, a0), (q1, p1, a1) = outs
+        diffs["mos_abs"] += (q0[:, 0] - q1[:, 0]).abs().tolist()
+        diffs["local_abs"] += (q0[:, 1:] - q1[:, 1:]).abs().amax(1).tolist()
+        diffs["prob_abs"] += (p0 - p1).abs().amax(1).tolist()
+        diffs["attr_cc"] += pearson_cc(a0, a1).tolist()
+        diffs["same_pred"] += (p0.argmax(1) == p1.argmax(1)).float().tolist()
+    out = {"images_x2": len(diffs["mos_abs"]),
+           "mos_abs_max": max(diffs["mos_abs"]), "mos_abs_mean": float(np.mean(diffs["mos_abs"])),
+           "local_map_abs_max": max(diffs["local_abs"]), "prob_abs_max": max(diffs["prob_abs"]),
+           "attribution_cc_min": float(np.nanmin(diffs["attr_cc"])),
+           "attribution_cc_mean": float(np.nanmean(diffs["attr_cc"])),
+           "same_prediction_rate": float(np.mean(diffs["same_pred"]))}
+    print("bf16 autocast + channels_last vs fp32 (untrained weights):", json.dumps(out, indent=1), flush=True)
+    return {"config": vars(args), "machine": machine(device), "bf16_vs_fp32": out}
+
+
 def run_scaling(args: argparse.Namespace) -> dict[str, Any]:
     """Pipeline time against the number of images and against image size (should be linear in both)."""
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -321,9 +359,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scaling-images", default="100,1000,5000")
     p.add_argument("--scaling-sizes", default="224,512,1024")
     p.add_argument("--scaling-size-images", type=int, default=48)
+    p.add_argument("--compare-bf16", action="store_true", help="measure bf16 autocast's deviation from fp32")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
-    results = run_scaling(args) if args.scaling else run_benchmark(args)
+    if args.compare_bf16:
+        results = compare_bf16(args)
+    else:
+        results = run_scaling(args) if args.scaling else run_benchmark(args)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
