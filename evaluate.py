@@ -6,10 +6,12 @@ import logging
 import signal
 import sys
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("evaluate")
@@ -22,17 +24,22 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from iqa_saliency.attribution import build_attribution, check_attribution_name
     from iqa_saliency.corruption import check_corruption
     from iqa_saliency.errors import WeightsUnavailableError, find_user_error
-    from iqa_saliency.outputs import check_run_folder, check_writable, launch_rank
+    from iqa_saliency.outputs import check_run_folder, check_writable, is_complete, launch_rank, read_summary
     from iqa_saliency.pipeline import run_evaluation
     from iqa_saliency.reporting import finish_logger, log_preview_table
 
     check_corruption(cfg.corruption, cfg.severity)
     check_attribution_name(cfg.attribution.name)
-    run_dir = HydraConfig.get().runtime.output_dir
-    check_writable(run_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = hydra_cfg.runtime.output_dir
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     config = OmegaConf.to_container(cfg, resolve=True)
     if launch_rank() == 0:  # processes a DDP launcher started share rank 0's folder
-        check_run_folder(run_dir, cfg.resume, config)
+        check_run_folder(run_dir, cfg.resume, config)  # no overwriting; resume only with the same config
+    if cfg.resume and is_complete(run_dir):
+        log.info("%s is complete (summary.json present); resume=true skips it.", run_dir)
+        return read_summary(run_dir)
+    check_writable(run_dir)
     source = instantiate(cfg.dataset.source)
 
     try:
@@ -48,7 +55,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         quality = instantiate(cfg.quality, pretrained=False)
         classifier = instantiate(cfg.classifier, pretrained=False, checkpoint=None)
 
-    logger = instantiate(cfg.logger) if cfg.logger and "_target_" in cfg.logger else None
+    logger = None
+    if cfg.logger and "_target_" in cfg.logger:
+        group = {"group": Path(hydra_cfg.sweep.dir).name} if multirun and "group" in cfg.logger else {}
+        logger = instantiate(cfg.logger, **{k: v for k, v in group.items() if not cfg.logger.get(k)})
+    clean_cache_dir = cfg.clean_cache
+    if clean_cache_dir == "auto":  # a sweep shares one clean pass between its cells
+        clean_cache_dir = str(Path(hydra_cfg.sweep.dir) / ".clean_cache") if multirun else None
     trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False)
     options = OmegaConf.to_container(cfg.attribution.get("options") or {}, resolve=True)
     try:
@@ -72,6 +85,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             save_images=cfg.dataset.save_images,
             config=config,
             resume=cfg.resume,
+            clean_cache_dir=clean_cache_dir,
+            corruption_cache_dir=cfg.corruption_cache,
+            channels_last=cfg.channels_last,
+            attribution_options=options,
         )
         if result.summary:
             log_preview_table(logger, result.previews)

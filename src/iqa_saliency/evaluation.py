@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .attribution import AttributionMethod
+from .clean_cache import CLEAN_FIELDS, CleanCache
 from .corruption import is_clean
 from .data import collate_pairs
 from .figures import overlay, save_comparison_figure
@@ -86,6 +87,7 @@ class EvaluationSettings:
     n_figures: int = 8
     save_images: bool = False
     method_title: str = "gradcam"
+    channels_last: bool = False  # NHWC memory format for both models (faster with cuDNN, esp. bf16)
 
 
 def group_by_shape(items: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -112,6 +114,7 @@ class EvaluationModule(pl.LightningModule):
         writer: RunWriter,
         settings: EvaluationSettings,
         normalizer: ScoreNormalizer | None = None,
+        clean_cache: CleanCache | None = None,
     ) -> None:
         super().__init__()
         self.quality = quality.eval()
@@ -122,11 +125,15 @@ class EvaluationModule(pl.LightningModule):
         self.settings = settings
         self.normalizer = normalizer or ScoreNormalizer()
         self.metrics = RunMetrics()
+        self.clean_cache = clean_cache
         self.summary: dict[str, float] | None = None
         self.previews: list[Preview] = []
 
     def on_test_start(self) -> None:
         self.writer.rank = self.global_rank
+        if self.settings.channels_last:
+            self.quality.to(memory_format=torch.channels_last)
+            self.classifier.to(memory_format=torch.channels_last)
 
     def test_step(self, batch: dict[str, list[dict[str, Any]]], batch_idx: int) -> None:
         self.writer.append_skipped(
@@ -137,34 +144,43 @@ class EvaluationModule(pl.LightningModule):
 
     def _to_float(self, key: str, items: list[dict[str, Any]]) -> torch.Tensor:
         stacked = torch.stack([it[key] for it in items]).to(self.device, non_blocking=True)
-        return stacked.float().div_(255.0)
+        fmt = torch.channels_last if self.settings.channels_last else torch.contiguous_format
+        return stacked.float().div_(255.0).contiguous(memory_format=fmt)
+
+    def _infer(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Quality scores and maps, class probabilities and attribution maps for a batch of [0,1] images."""
+        with torch.no_grad():
+            q_global, q_local = self.quality.split(self.quality(x).float())
+            probs = self.classifier(x).float().softmax(dim=1)
+        target = labels if self.settings.target == "label" else probs.argmax(dim=1)
+        with torch.enable_grad():
+            attr = self.attribution.attribute(x.detach().requires_grad_(True), target=target).float().detach()
+        return {"q_global": q_global, "q_local": q_local, "probs": probs, "attribution": attr}
 
     def _evaluate(self, items: list[dict[str, Any]]) -> None:
         s = self.settings
         n = len(items)
         clean_only = is_clean(s.corruption, s.severity)
-        x = self._to_float("clean", items)
-        if not clean_only:
-            x = torch.cat([x, self._to_float("corrupted", items)])
         labels = torch.tensor([it["label"] for it in items], device=self.device)
+        # Clean outputs come from the sweep's cache where present; the rest of the clean images and all
+        # corrupted ones go through the models together, in one pass.
+        cached = [self.clean_cache.get(it["image_id"]) if self.clean_cache else None for it in items]
+        miss = [i for i, entry in enumerate(cached) if entry is None]
+        inputs, input_labels = [], []
+        if miss:
+            inputs.append(self._to_float("clean", [items[i] for i in miss]))
+            input_labels.append(labels[miss])
+        if not clean_only:
+            inputs.append(self._to_float("corrupted", items))
+            input_labels.append(labels)
+        out = self._infer(torch.cat(inputs), torch.cat(input_labels)) if inputs else {}
+        clean = self._assemble_clean(items, cached, miss, out)
+        corr = clean if clean_only else {k: v[len(miss):] for k, v in out.items()}
 
-        with torch.no_grad():
-            q_global, q_local = self.quality.split(self.quality(x).float())
-            probs = self.classifier(x).float().softmax(dim=1)
-        pred = probs.argmax(dim=1)
-        if s.target == "label":
-            target = labels.repeat(1 if clean_only else 2)
-        else:
-            target = pred
-        with torch.enable_grad():
-            attr = self.attribution.attribute(x.detach().requires_grad_(True), target=target).float().detach()
-
-        if clean_only:  # the corrupted half is the clean half
-            q_global, q_local, probs, pred, attr = (t.repeat(2, *([1] * (t.ndim - 1)))
-                                                     for t in (q_global, q_local, probs, pred, attr))
-        mos_clean, mos = q_global[:n], q_global[n:]
-        qmap, attr_clean, attr_corr = q_local[n:], attr[:n], attr[n:]
-        clean_pred, pred_c, probs_c = pred[:n], pred[n:], probs[n:]
+        mos_clean, mos = clean["q_global"], corr["q_global"]
+        qmap, attr_clean, attr_corr = corr["q_local"], clean["attribution"], corr["attribution"]
+        probs_c = corr["probs"]
+        clean_pred, pred_c = clean["probs"].argmax(dim=1), probs_c.argmax(dim=1)
         sims = compare_maps(qmap, attr_corr)
         stability = pearson_cc(attr_clean, attr_corr)
         has_label = labels >= 0
@@ -184,9 +200,27 @@ class EvaluationModule(pl.LightningModule):
             "attr_stability_cc": stability.double(),
         }
         self.metrics.update(values)
-        self._write(items, values, pred_c, clean_pred, qmap, attr_corr, x[n:] if not clean_only else x)
+        self._write(items, values, pred_c, clean_pred, qmap, attr_corr)
 
-    def _write(self, items, values, pred, clean_pred, qmap, attr, images) -> None:
+    def _assemble_clean(self, items, cached, miss, out) -> dict[str, torch.Tensor]:  # noqa: ANN001
+        """Clean outputs for every item: computed ones (first in `out`) and cached ones; new ones are cached."""
+        computed = {k: v[: len(miss)] for k, v in out.items()}
+        if self.clean_cache is None:
+            return computed
+        for j, i in enumerate(miss):
+            self.clean_cache.put(items[i]["image_id"], **{k: v[j].cpu().numpy() for k, v in computed.items()})
+        if len(miss) == len(items):
+            return computed
+        position = {i: j for j, i in enumerate(miss)}
+        return {
+            key: torch.stack([
+                computed[key][position[i]] if i in position else torch.from_numpy(cached[i][key]).to(self.device)
+                for i in range(len(items))
+            ])
+            for key in CLEAN_FIELDS
+        }
+
+    def _write(self, items, values, pred, clean_pred, qmap, attr) -> None:  # noqa: ANN001
         s = self.settings
         names = self.classifier_info.class_names
         cpu = {k: v.cpu().numpy() for k, v in values.items()}

@@ -68,7 +68,17 @@ class RunMetrics(nn.Module):
         self.mos = MeanStd(**kw)
         self.n_images = SumMetric(**kw)
         self.n_labeled = SumMetric(**kw)
-        self.mos_vs_confidence = SpearmanCorrCoef(**kw)
+        with warnings.catch_warnings():  # it keeps all values (2 floats per image): fine at our scale
+            warnings.simplefilter("ignore")
+            self.mos_vs_confidence = SpearmanCorrCoef(**kw)
+
+    def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202
+        # Lightning casts the whole LightningModule to its precision; aggregates stay float64.
+        out = super()._apply(fn, *args, **kwargs)
+        for metric in self.modules():
+            if isinstance(metric, Metric):
+                metric.set_dtype(torch.float64)
+        return out
 
     def update(self, values: dict[str, torch.Tensor]) -> None:
         """Add one batch: `values` maps per-image column names to (B,) tensors (NaN = not available)."""
@@ -80,7 +90,7 @@ class RunMetrics(nn.Module):
         self.mos.update(values["mos"])
         self.n_images.update(torch.tensor(float(values["mos"].numel()), device=values["mos"].device))
         self.n_labeled.update((~torch.isnan(values["correct_top1"].double())).sum().double())
-        self.mos_vs_confidence.update(values["mos"].float(), values["clean_pred_prob"].float())
+        self.mos_vs_confidence.update(values["mos"].double(), values["clean_pred_prob"].double())
 
     def compute(self) -> dict[str, float]:
         """The run's aggregates as plain floats (NaN where undefined)."""

@@ -208,7 +208,7 @@ def _complete_rows(path: Path, columns: list[str]) -> list[dict[str, str]]:
 
 
 # Config keys that may change between an interrupted run and its resumption (they do not change results).
-RESUME_FREE_KEYS = ("resume", "trainer", "logger", "allow_untrained_fallback")
+RESUME_FREE_KEYS = ("resume", "trainer", "logger", "allow_untrained_fallback", "clean_cache", "corruption_cache")
 
 
 def launch_rank() -> int:
@@ -265,6 +265,16 @@ def start_run(writer: RunWriter, n_images: int, resume: bool, config: dict[str, 
     if rank == 0:
         writer.write_status("running", config=config or {})
     return [i for i in range(n_images) if i not in done]
+
+
+def is_complete(run_dir: str | os.PathLike) -> bool:
+    """A run folder is complete when its summary.json exists (it is written last)."""
+    return (Path(run_dir) / SUMMARY).is_file()
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The summary.json of a complete run."""
+    return json.loads((Path(run_dir) / SUMMARY).read_text())
 
 
 def _jsonable(value: Any) -> Any:

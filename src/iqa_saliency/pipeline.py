@@ -15,7 +15,9 @@ import pytorch_lightning as pl
 import torch
 
 from .attribution import AttributionMethod
-from .corruption import backend_version
+from .clean_cache import CleanCache
+from .corruption import apply_corruption, backend_version
+from .corruption_cache import CachedCorruption
 from .data import NO_LABEL, CorruptedPairs, ImageSource
 from .errors import ConfigError, DatasetError
 from .evaluation import EvaluationModule, EvaluationSettings, PairData, Preview
@@ -109,6 +111,10 @@ def run_evaluation(
     save_images: bool = False,
     config: dict[str, Any] | None = None,
     normalizer: ScoreNormalizer | None = None,
+    clean_cache_dir: str | Path | None = None,
+    attribution_options: dict[str, Any] | None = None,
+    corruption_cache_dir: str | Path | None = None,
+    channels_last: bool = False,
     resume: bool = False,
 ) -> EvaluationResult:
     """Evaluate one (corruption, severity) cell and write the run folder (summary.json last).
@@ -124,9 +130,21 @@ def run_evaluation(
     quality_model, quality_weights = quality
     writer = RunWriter(run_dir)
     todo = start_run(writer, len(source), resume, config)
-    dataset = CorruptedPairs(source, corruption, severity, seed, resize=resize, crop=crop, labels=labels)
-    settings = EvaluationSettings(corruption, severity, target, n_figures, save_images, attribution_name)
-    module = EvaluationModule(quality_model, classifier, attribution_factory, writer, settings, normalizer)
+    corrupt_fn = CachedCorruption(corruption_cache_dir) if corruption_cache_dir else apply_corruption
+    dataset = CorruptedPairs(source, corruption, severity, seed, resize=resize, crop=crop, labels=labels,
+                             corrupt_fn=corrupt_fn)
+    settings = EvaluationSettings(corruption, severity, target, n_figures, save_images, attribution_name,
+                                  channels_last)
+    clean_cache = None
+    if clean_cache_dir is not None:
+        clean_cache = CleanCache(clean_cache_dir, {
+            "quality": quality_weights.as_dict(), "classifier": classifier.weights.as_dict(),
+            "arch": classifier.arch, "attribution": attribution_name, "options": attribution_options or {},
+            "target": target, "resize": resize, "crop": crop, "seed": seed,
+            "labels": labels if target == "label" else None,
+        })
+    module = EvaluationModule(quality_model, classifier, attribution_factory, writer, settings, normalizer,
+                              clean_cache=clean_cache)
     data = PairData(dataset, batch_size=batch_size, num_workers=num_workers,
                     pin_memory=trainer.accelerator.__class__.__name__ != "CPUAccelerator", indices=todo)
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -174,6 +192,7 @@ def run_evaluation(
         "classifier": {"arch": classifier.arch, "num_classes": classifier.num_classes},
         "corruption_backend": backend_version(),
         "score_normalizer": asdict(normalizer or ScoreNormalizer()),
+        "clean_cache": clean_cache.stats() if clean_cache else None,
         "world_size": world,
         "resumed": len(todo) < len(dataset),
         "device": str(module.device),

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 from torchvision.ops import RoIPool
@@ -81,9 +82,10 @@ class PaQ2PiQ(nn.Module):
     forward returns (B, 1 + grid²): column 0 the global score, the rest the local scores row-major.
     """
 
-    def __init__(self, grid: int = GRID) -> None:
+    def __init__(self, grid: int = GRID, fast_pool: bool = True) -> None:
         super().__init__()
         self.grid = grid
+        self.fast_pool = fast_pool
         self.body = nn.Sequential(*list(resnet18(weights=None).children())[:-2])
         self.head = nn.Sequential(
             AdaptiveConcatPool2d(),
@@ -98,6 +100,7 @@ class PaQ2PiQ(nn.Module):
         )
         self.roi_pool = RoIPool((2, 2), spatial_scale=1 / 32)
         self._rois: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+        self._pools: dict[tuple[int, int, int, int], GridRoIPool] = {}
 
     def rois(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         """The boxes for one image size, built once and cached."""
@@ -109,13 +112,23 @@ class PaQ2PiQ(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape
         feats = self.body(x)
-        boxes = self.rois(height, width, x.device).to(feats.dtype)
-        n = boxes.shape[0]
-        # Rebuilt for whatever batch size arrives (attribution methods expand the batch).
-        index = torch.arange(batch, device=x.device, dtype=feats.dtype).repeat_interleave(n).unsqueeze(1)
-        rois = torch.cat([index, boxes.repeat(batch, 1)], dim=1)
-        pooled = self.roi_pool(feats, rois)
+        n = 1 + self.grid * self.grid
+        if self.fast_pool:
+            pooled = self.grid_pool(height, width, feats.shape[-2], feats.shape[-1])(feats)
+        else:
+            boxes = self.rois(height, width, x.device).to(feats.dtype)
+            # Rebuilt for whatever batch size arrives (attribution methods expand the batch).
+            index = torch.arange(batch, device=x.device, dtype=feats.dtype).repeat_interleave(n).unsqueeze(1)
+            pooled = self.roi_pool(feats, torch.cat([index, boxes.repeat(batch, 1)], dim=1))
         return self.head(pooled).view(batch, n)
+
+    def grid_pool(self, height: int, width: int, feat_h: int, feat_w: int) -> GridRoIPool:
+        """The exact RoIPool replacement for one input size, built once."""
+        key = (height, width, feat_h, feat_w)
+        if key not in self._pools:
+            boxes = block_rois(height, width, self.grid)
+            self._pools[key] = GridRoIPool(roipool_bins(boxes, feat_h, feat_w, self.roi_pool.spatial_scale))
+        return self._pools[key]
 
     def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(global scores (B,), local maps (B, grid, grid)) from a forward output."""
@@ -181,3 +194,67 @@ def load_paq2piq(
     load_matching_state_dict(model, state, str(path), override)
     name = known[checkpoint].name if checkpoint in known else path.name
     return model.eval(), WeightsIdentity(f"paq2piq:{name}", str(checkpoint), digest)
+
+
+def roipool_bins(boxes: torch.Tensor, feat_h: int, feat_w: int, spatial_scale: float,
+                 pooled: tuple[int, int] = (2, 2)) -> torch.Tensor:
+    """(R, ph, pw, 4) feature-map rectangles [y0, y1, x0, x1) of every RoIPool bin, as torchvision computes them.
+
+    Follows torchvision's roi_pool kernel step by step in float32: rounded RoI corners, bin size = RoI size /
+    pooled size, floor/ceil bin edges, clipping to the feature map. An empty bin is [0, 0, 0, 0) (pools to 0).
+    """
+    import numpy as np
+
+    b = boxes.detach().cpu().numpy().astype(np.float32)
+    scale = np.float32(spatial_scale)
+    corners = []
+    for col in range(4):
+        v = b[:, col] * scale
+        # C's round() takes halves away from zero; numpy rounds them to even.
+        half = np.abs(v - np.trunc(v)) == np.float32(0.5)
+        corners.append(np.where(half, np.trunc(v) + np.sign(v), np.round(v)).astype(np.int64))
+    x1, y1, x2, y2 = corners
+    roi_w = np.maximum(x2 - x1 + 1, 1).astype(np.float32)
+    roi_h = np.maximum(y2 - y1 + 1, 1).astype(np.float32)
+    bin_h = roi_h / np.float32(pooled[0])
+    bin_w = roi_w / np.float32(pooled[1])
+    out = np.zeros((len(b), pooled[0], pooled[1], 4), dtype=np.int64)
+    for ph in range(pooled[0]):
+        for pw in range(pooled[1]):
+            hs = np.clip(np.floor(np.float32(ph) * bin_h).astype(np.int64) + y1, 0, feat_h)
+            he = np.clip(np.ceil(np.float32(ph + 1) * bin_h).astype(np.int64) + y1, 0, feat_h)
+            ws = np.clip(np.floor(np.float32(pw) * bin_w).astype(np.int64) + x1, 0, feat_w)
+            we = np.clip(np.ceil(np.float32(pw + 1) * bin_w).astype(np.int64) + x1, 0, feat_w)
+            empty = (he <= hs) | (we <= ws)
+            out[:, ph, pw] = np.where(empty[:, None], 0, np.stack([hs, he, ws, we], axis=1))
+    return torch.from_numpy(out)
+
+
+class GridRoIPool(nn.Module):
+    """RoIPool for boxes fixed per image size, without building RoIs per image: exact, and batched.
+
+    Each bin is a max over a fixed rectangle of the feature map. Rectangles of one size are read off a
+    stride-1 max-pool of that size, so a whole batch needs one max-pool per distinct rectangle size.
+    """
+
+    def __init__(self, bins: torch.Tensor) -> None:
+        super().__init__()
+        self.n_rois, self.ph, self.pw = bins.shape[:3]
+        rects = bins.reshape(-1, 4)
+        self.groups: list[tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        sizes = torch.stack([rects[:, 1] - rects[:, 0], rects[:, 3] - rects[:, 2]], dim=1)
+        self.empty = (sizes <= 0).any(dim=1)
+        for h, w in torch.unique(sizes[~self.empty], dim=0).tolist():
+            members = torch.nonzero((sizes[:, 0] == h) & (sizes[:, 1] == w) & ~self.empty).flatten()
+            self.groups.append((h, w, members, rects[members, 0], rects[members, 2]))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) features -> (B * R, C, ph, pw), ordered like torchvision.ops.roi_pool's output."""
+        batch, channels = feats.shape[:2]
+        out = feats.new_zeros(batch, channels, self.n_rois * self.ph * self.pw)
+        for h, w, members, y0, x0 in self.groups:
+            maxima = F.max_pool2d(feats, (h, w), stride=1)
+            dev = feats.device
+            out[:, :, members.to(dev)] = maxima[:, :, y0.to(dev), x0.to(dev)]
+        out = out.view(batch, channels, self.n_rois, self.ph, self.pw).permute(0, 2, 1, 3, 4)
+        return out.reshape(batch * self.n_rois, channels, self.ph, self.pw)

@@ -1,0 +1,64 @@
+"""On-disk cache of clean-image model outputs, so a sweep computes the clean pass once per image and model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .outputs import atomic_write, atomic_write_text
+
+CLEAN_FIELDS = ("q_global", "q_local", "probs", "attribution")
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    """A short digest of everything that determines the clean outputs."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+class CleanCache:
+    """One folder per (models, attribution, preprocessing) key; one compressed .npz per image.
+
+    Entries are written atomically, so parallel jobs of a sweep can share the folder safely.
+    """
+
+    def __init__(self, root: str | os.PathLike, key_parts: dict[str, Any]) -> None:
+        self.key = cache_key(key_parts)
+        self.dir = Path(root) / self.key
+        self.dir.mkdir(parents=True, exist_ok=True)
+        key_file = self.dir / "key.json"
+        if not key_file.exists():
+            atomic_write_text(key_file, json.dumps(key_parts, indent=2, sort_keys=True, default=str) + "\n")
+        self.hits = 0
+        self.misses = 0
+
+    def _path(self, image_id: str) -> Path:
+        digest = hashlib.sha1(image_id.encode()).hexdigest()[:16]
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)[-60:]
+        return self.dir / f"{stem}-{digest}.npz"
+
+    def get(self, image_id: str) -> dict[str, np.ndarray] | None:
+        """The cached clean outputs of one image, or None (counted as a miss)."""
+        path = self._path(image_id)
+        if path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    entry = {k: data[k] for k in CLEAN_FIELDS}
+                self.hits += 1
+                return entry
+            except (OSError, ValueError, KeyError):
+                pass  # an unreadable entry is recomputed and rewritten
+        self.misses += 1
+        return None
+
+    def put(self, image_id: str, **arrays: np.ndarray) -> None:
+        """Store one image's clean outputs."""
+        data = {k: np.asarray(arrays[k]) for k in CLEAN_FIELDS}
+        atomic_write(self._path(image_id), lambda fh: np.savez_compressed(fh, **data))
+
+    def stats(self) -> dict[str, Any]:
+        return {"dir": str(self.dir), "hits": self.hits, "misses": self.misses}

@@ -1,0 +1,70 @@
+"""Every speed-up against its plain path: grid RoI pooling, corruption cache, clean-pass cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import run_cli
+from torchvision.ops import roi_pool
+
+from iqa_saliency import corruption_cache
+from iqa_saliency.corruption import apply_corruption
+from iqa_saliency.corruption_cache import CachedCorruption
+from iqa_saliency.models.paq2piq import GridRoIPool, PaQ2PiQ, block_rois, roipool_bins
+
+
+@pytest.mark.parametrize(("height", "width"), [(224, 224), (256, 341), (512, 512), (1024, 1024), (97, 131),
+                                                (600, 400), (33, 32)])
+def test_grid_pool_equals_torchvision_roi_pool(height, width):
+    fh, fw = -(-height // 32), -(-width // 32)  # ResNet18's stride-32 feature map size
+    feats = torch.randn(3, 16, fh, fw, generator=torch.Generator().manual_seed(height + width))
+    boxes = block_rois(height, width)
+    index = torch.arange(3, dtype=torch.float32).repeat_interleave(len(boxes))[:, None]
+    ref = roi_pool(feats, torch.cat([index, boxes.repeat(3, 1)], 1), (2, 2), 1 / 32)
+    got = GridRoIPool(roipool_bins(boxes, fh, fw, 1 / 32))(feats)
+    assert torch.equal(got, ref)
+
+
+def test_model_fast_pool_equals_roi_pool_path():
+    torch.manual_seed(0)
+    fast = PaQ2PiQ(fast_pool=True).eval()
+    plain = PaQ2PiQ(fast_pool=False).eval()
+    plain.load_state_dict(fast.state_dict())
+    x = torch.rand(2, 3, 160, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), rtol=0, atol=1e-6)
+
+
+def test_corruption_cache_returns_backend_result_and_skips_work(tmp_path, monkeypatch):
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    cached = CachedCorruption(tmp_path)
+    first = cached(image, "gaussian_noise", 3, seed=7)
+    np.testing.assert_array_equal(first, apply_corruption(image, "gaussian_noise", 3, seed=7))
+    monkeypatch.setattr(corruption_cache, "apply_corruption", lambda *a, **k: pytest.fail("recomputed"))
+    np.testing.assert_array_equal(cached(image, "gaussian_noise", 3, seed=7), first)
+    assert cached.path(image, "gaussian_noise", 3, 7) != cached.path(image, "gaussian_noise", 3, 8)
+    assert cached.path(image, "gaussian_noise", 3, 7) != cached.path(image[::-1].copy(), "gaussian_noise", 3, 7)
+    assert cached(image, "contrast", 0, seed=1) is image
+
+
+@pytest.mark.slow
+def test_sweep_with_caches_equals_plain_runs(tmp_path):
+    common = ["-m", "corruption=contrast,gaussian_noise", "severity=0,2", "pretrained=false", "logger=none",
+              "dataset.source.names=[chelsea,rocket]", "figures=0", "trainer.enable_progress_bar=false"]
+    plain, cached = tmp_path / "plain", tmp_path / "cached"
+    for out, extra in ((plain, ["clean_cache=null"]), (cached, [f"corruption_cache={tmp_path / 'cc'}"])):
+        proc = run_cli("evaluate.py", *common, *extra, f"hydra.sweep.dir={out}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(p.parent.name for p in plain.glob("*/per_image.csv"))
+    assert len(runs) == 4
+    for name in runs:
+        a = pd.read_csv(plain / name / "per_image.csv")
+        b = pd.read_csv(cached / name / "per_image.csv")
+        assert list(a.columns) == list(b.columns)
+        for col in a.columns:
+            if a[col].dtype.kind == "f":
+                np.testing.assert_allclose(a[col], b[col], rtol=1e-4, atol=1e-5, err_msg=f"{name}:{col}")
+            else:
+                assert a[col].equals(b[col]), f"{name}:{col}"
