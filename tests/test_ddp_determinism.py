@@ -11,6 +11,7 @@ from conftest import run_cli
 from torch.utils.data import DataLoader
 
 from iqa_saliency.data import CorruptedPairs, SampleImages
+from iqa_saliency.evaluation import ShardSampler
 
 FAST = ["pretrained=false", "logger=none", "trainer.enable_progress_bar=false"]
 # corruptions that draw random numbers, by ImageNet-C group
@@ -18,6 +19,13 @@ RANDOM = ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",  # n
           "glass_blur", "motion_blur",  # blur
           "snow", "frost", "fog", "spatter",  # weather / extra
           "elastic_transform"]  # digital
+
+
+def test_shards_cover_each_image_once_and_an_empty_rank_still_meets_the_others():
+    shards = [list(ShardSampler([2, 3, 5, 7, 11], rank, 2)) for rank in range(2)]
+    assert shards == [[2, 5, 11], [3, 7]]
+    empty = ShardSampler([4], rank=1, world_size=2)
+    assert list(empty) == [] and len(empty) == 1  # Lightning needs a non-zero length on every rank
 
 
 @pytest.mark.parametrize("corruption", RANDOM)
@@ -78,3 +86,16 @@ def test_two_process_ddp_equals_one_process(tmp_path, monkeypatch):
     assert not list(two.glob(".*.part*")) and not (two / "INCOMPLETE").exists()
     assert sorted(p.name for p in (two / "figures").glob("*.png")) == sorted(
         p.name for p in (one / "figures").glob("*.png"))
+
+    # an interrupted 2-process run with one image left: resumed by 2 processes (one has nothing to do)
+    rows = (two / "per_image.csv").read_text().splitlines(keepends=True)
+    (two / ".per_image.csv.part1").write_text("".join(rows[:4] + rows[5:]).replace("\n", "\r\n"))
+    for name in ("summary.json", "per_image.csv"):
+        (two / name).unlink()
+    (two / "maps" / "000003_rocket.npz").unlink()
+    proc = run_cli("evaluate.py", *args, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                   "resume=true", f"hydra.run.dir={two}", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "4 of 5 images already done" in proc.stdout + proc.stderr
+    assert (two / "per_image.csv").read_bytes() == (one / "per_image.csv").read_bytes()
+    assert json.loads((two / "summary.json").read_text())["metrics"] == a["metrics"]

@@ -39,7 +39,9 @@ class ShardSampler(Sampler[int]):
         return iter(self.indices)
 
     def __len__(self) -> int:
-        return len(self.indices)
+        # Lightning refuses a zero-length loader on any rank; a rank left without images (fewer images to do
+        # than processes) claims one batch and yields none, so the ranks still meet at every collective.
+        return max(1, len(self.indices))
 
 
 class PairData(pl.LightningDataModule):
