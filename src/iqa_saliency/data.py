@@ -45,9 +45,13 @@ class ImageSource:
     # True when labels index ImageNet-1k classes rather than the source's own class_names.
     imagenet_labels: bool = False
 
-    def load(self, record: ImageRecord, min_side: int | None = None) -> Image.Image:
-        """Return the record's image as an RGB PIL image; `min_side` allows decoding huge files reduced."""
+    def load(self, record: ImageRecord) -> Image.Image:
+        """Return the record's image as an RGB PIL image."""
         raise NotImplementedError
+
+    def load_reduced(self, record: ImageRecord, min_side: int | None) -> Image.Image:
+        """The image, possibly decoded at a reduced size whose shorter side stays >= `min_side` (huge files)."""
+        return self.load(record)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -82,7 +86,7 @@ class SampleImages(ImageSource):
             ImageRecord(n, NO_LABEL if SAMPLE_IMAGES[n][1] is None else SAMPLE_IMAGES[n][1]) for n in names
         ]
 
-    def load(self, record: ImageRecord, min_side: int | None = None) -> Image.Image:
+    def load(self, record: ImageRecord) -> Image.Image:
         import skimage.data
 
         array = getattr(skimage.data, SAMPLE_IMAGES[record.image_id][0])()
@@ -122,7 +126,10 @@ class ImageFolder(ImageSource):
                 f"No images ({', '.join(exts)}) found under '{self.root}'. Point dataset.root at a folder of images."
             )
 
-    def load(self, record: ImageRecord, min_side: int | None = None) -> Image.Image:
+    def load(self, record: ImageRecord) -> Image.Image:
+        return open_image(record.path)
+
+    def load_reduced(self, record: ImageRecord, min_side: int | None) -> Image.Image:
         return open_image(record.path, min_side)
 
 
@@ -219,7 +226,7 @@ class CorruptedPairs(Dataset):
         record = self.source.records[index]
         item: dict[str, Any] = {"index": index, "image_id": record.image_id, "label": self.labels[index]}
         try:
-            image = prepare_image(self.source.load(record, self.resize), self.resize, self.crop)
+            image = prepare_image(self.source.load_reduced(record, self.resize), self.resize, self.crop)
             if min(image.size) < MIN_SIDE:
                 # Neither corruptions nor PaQ-2-PiQ (stride 32) work below this; upscaling is the user's call.
                 raise ValueError(f"image is {image.size[0]}x{image.size[1]} after resize/crop, below the {MIN_SIDE}"
