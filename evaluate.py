@@ -22,9 +22,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from iqa_saliency.attribution import build_attribution, check_attribution_name
     from iqa_saliency.corruption import check_corruption
     from iqa_saliency.errors import WeightsUnavailableError, find_user_error
+    from iqa_saliency.models.classifier import read_checkpoint_meta
     from iqa_saliency.outputs import check_writable, is_complete, read_summary
     from iqa_saliency.pipeline import run_evaluation
+    from iqa_saliency.quality_filter import scorer_id
     from iqa_saliency.reporting import finish_logger, log_preview_table
+    from iqa_saliency.selection import Selection, select_images
 
     check_corruption(cfg.corruption, cfg.severity)
     check_attribution_name(cfg.attribution.name)
@@ -36,6 +39,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         return read_summary(run_dir)
     check_writable(run_dir)
     source = instantiate(cfg.dataset.source)
+    selection = Selection.from_options(OmegaConf.to_container(cfg.dataset, resolve=True), cfg.seed,
+                                       cfg.quality.checkpoint, cfg.quality.pretrained)
+    if selection.split != "all":
+        selection.check_against(read_checkpoint_meta(cfg.classifier.checkpoint), cfg.classifier.checkpoint)
 
     try:
         quality = instantiate(cfg.quality)
@@ -49,7 +56,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                     "'untrained'.\n%s", banner, exc, banner)
         quality = instantiate(cfg.quality, pretrained=False)
         classifier = instantiate(cfg.classifier, pretrained=False, checkpoint=None)
+        selection.quality_scorer = scorer_id(None, False, cfg.dataset.resize, cfg.dataset.crop)
 
+    source = select_images(source, selection, quality=lambda: quality, report_dir=run_dir,
+                           resize=cfg.dataset.resize, crop=cfg.dataset.crop)
     logger = None
     if cfg.logger and "_target_" in cfg.logger:
         group = {"group": Path(hydra_cfg.sweep.dir).name} if multirun and "group" in cfg.logger else {}

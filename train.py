@@ -25,7 +25,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from iqa_saliency.provenance import provenance
     from iqa_saliency.reporting import finish_logger
     from iqa_saliency.selection import Selection, select_images
-    from iqa_saliency.splits import split_source
+    from iqa_saliency.splits import split_source, write_split_csv
     from iqa_saliency.training import (
         AtomicCheckpointIO,
         ClassificationData,
@@ -47,13 +47,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.dataset.crop is None:
         raise ConfigError("Training needs a fixed input size. Set dataset.crop=224 (or another size).")
     selection = Selection.from_options(OmegaConf.to_container(cfg.dataset, resolve=True), cfg.seed,
-                                       cfg.quality.checkpoint, cfg.pretrained, split="all")
+                                       cfg.quality.checkpoint, cfg.quality.pretrained, split="all")
     source = instantiate(cfg.dataset.source)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     filtered = select_images(source, selection, quality=lambda: instantiate(cfg.quality), report_dir=run_dir,
                              resize=cfg.dataset.resize, crop=cfg.dataset.crop)
     train_source = split_source(filtered, "train", selection.val_fraction, selection.split_seed)
     val_source = split_source(filtered, "val", selection.val_fraction, selection.split_seed)
+    write_split_csv(f"{run_dir}/split.csv", {"train": train_source, "val": val_source})
     log.info("%d classes; %d train and %d val images", len(filtered.class_names or []), len(train_source),
              len(val_source))
     data = ClassificationData(train_source, val_source, crop=cfg.dataset.crop, resize=cfg.dataset.resize,

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
 from .data import ImageRecord, ImageSource
 from .errors import ConfigError, DatasetError
+from .outputs import atomic_write_text
 
 SPLITS = ("all", "train", "val")
 
@@ -70,3 +74,15 @@ def split_source(source: ImageSource, split: str, val_fraction: float, seed: int
         raise DatasetError(f"The {split} split of {len(source)} images is empty. Use more images or another "
                            "dataset.val_fraction.")
     return SubsetSource(source, chosen)
+
+
+def write_split_csv(path: str | os.PathLike, parts: Mapping[str, ImageSource]) -> None:
+    """A CSV of every image with its class name and the part (e.g. train, val) it belongs to."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["image", "label", "split"])
+    for part, source in parts.items():
+        names = source.class_names or []
+        writer.writerows([r.image_id, names[r.label] if 0 <= r.label < len(names) else "", part]
+                         for r in source.records)
+    atomic_write_text(path, buf.getvalue())

@@ -153,7 +153,6 @@ class ClassifierModule(pl.LightningModule):
         self.train_top1(logits, y)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
         self.log("train/acc_top1", self.train_top1, on_step=False, on_epoch=True, batch_size=len(y))
-        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=len(y))
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
