@@ -19,7 +19,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
-    from iqa_saliency.errors import ConfigError
+    from iqa_saliency.errors import ConfigError, DatasetError
     from iqa_saliency.models.weights import fetch_weights
     from iqa_saliency.outputs import atomic_write_text, check_writable
     from iqa_saliency.provenance import provenance
@@ -49,6 +49,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     selection = Selection.from_options(OmegaConf.to_container(cfg.dataset, resolve=True), cfg.seed,
                                        cfg.quality.checkpoint, cfg.quality.pretrained, split="all")
     source = instantiate(cfg.dataset.source)
+    if not source.class_names:
+        raise DatasetError(f"Training needs labelled images, and '{cfg.dataset.root}' has no class folders. "
+                           "Point dataset.root at a folder with one subfolder per class.")
+    # Weights first: a missing download should fail before the images are scored.
+    network, start_weights = build_network_for(cfg.classifier.arch, len(source.class_names), cfg.pretrained,
+                                               cfg.classifier.weights, seed=cfg.seed)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     filtered = select_images(source, selection, quality=lambda: instantiate(cfg.quality), report_dir=run_dir,
                              resize=cfg.dataset.resize, crop=cfg.dataset.crop)
@@ -59,8 +65,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
              len(val_source))
     data = ClassificationData(train_source, val_source, crop=cfg.dataset.crop, resize=cfg.dataset.resize,
                               batch_size=cfg.dataset.batch_size, num_workers=cfg.dataset.num_workers)
-    network, start_weights = build_network_for(cfg.classifier.arch, len(filtered.class_names), cfg.pretrained,
-                                               cfg.classifier.weights, seed=cfg.seed)
     meta = {
         "selection": selection.meta(),
         "image_size": {"resize": cfg.dataset.resize, "crop": cfg.dataset.crop},
