@@ -54,7 +54,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                            "Point dataset.root at a folder with one subfolder per class.")
     # Weights first: a missing download should fail before the images are scored.
     network, start_weights = build_network_for(cfg.classifier.arch, len(source.class_names), cfg.pretrained,
-                                               cfg.classifier.weights, seed=cfg.seed)
+                                               cfg.classifier.weights, seed=cfg.seed,
+                                               checkpoint=cfg.classifier.checkpoint)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     filtered = select_images(source, selection, quality=lambda: instantiate(cfg.quality), report_dir=run_dir,
                              resize=cfg.dataset.resize, crop=cfg.dataset.crop)

@@ -151,3 +151,38 @@ def test_killed_run_leaves_a_loadable_last_checkpoint(tmp_path):
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
     assert ckpt["epoch"] >= 0 and ckpt["iqa_saliency"]["class_names"] == ["blue", "green", "red"]
     assert load_classifier(checkpoint=str(last)).num_classes == 3
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-4000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), proc.stderr[-4000:]
+    for needle in needles:
+        assert needle in last
+    assert "GPU available" not in proc.stdout + proc.stderr  # stopped before the trainer was built
+
+
+def test_unknown_quality_category_is_one_line_error(tmp_path):
+    data = make_dataset(tmp_path / "data", 2)
+    proc = run_cli("train.py", "dataset=folder", f"dataset.root={data}", *SMALL, "dataset.quality_filter=[Good,Great]",
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(proc, "Unknown quality category ['Great']", "dataset.quality_filter=[Good,Excellent]")
+
+
+def test_missing_pretrained_weights_offline_is_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty cache
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # and no way to download, even where there is a network
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    data = make_dataset(tmp_path / "data", 2)
+    proc = run_cli("train.py", "dataset=folder", f"dataset.root={data}", *SMALL, "pretrained=true",
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(proc, "resnet18-f37072fd.pth", "classifier.checkpoint=PATH", "pretrained=false")
+
+
+def test_flat_folder_cannot_be_trained_on(tmp_path):
+    make_dataset(tmp_path / "nested", 1)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (tmp_path / "nested" / "red" / "00.png").rename(flat / "a.png")
+    proc = run_cli("train.py", "dataset=folder", f"dataset.root={flat}", *SMALL, f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(proc, "no class folders", "dataset.root")

@@ -116,13 +116,13 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_network_for(arch: str, num_classes: int, pretrained: bool, weights: str | None,
-                      seed: int = 0) -> tuple[NormalizedClassifier, WeightsIdentity | None]:
-    """The torchvision network with a fresh `num_classes` head, from ImageNet weights or untrained."""
+def build_network_for(arch: str, num_classes: int, pretrained: bool, weights: str | None, seed: int = 0,
+                      checkpoint: str | None = None) -> tuple[NormalizedClassifier, WeightsIdentity | None]:
+    """The network with a fresh `num_classes` head: from a weights file, torchvision's weights, or untrained."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if pretrained and weights:
-            base = load_classifier(arch, weights=weights, pretrained=True)
+        if checkpoint or (pretrained and weights):
+            base = load_classifier(arch, weights=weights, checkpoint=checkpoint, pretrained=True)
             return NormalizedClassifier(replace_head(base.model.net, num_classes)), base.weights
         return NormalizedClassifier(build_network(arch, num_classes)), None
 
