@@ -55,3 +55,21 @@ def test_split_source_parts_and_errors():
         split_source(src, "test", 0.2, 0)
     with pytest.raises(ConfigError, match="val_fraction"):
         split_source(src, "val", 1.5, 0)
+
+
+def test_selection_refuses_a_split_other_than_the_checkpoints():
+    from iqa_saliency.selection import Selection
+
+    trained = Selection(val_fraction=0.2, split_seed=0, quality_filter=["Good", "Excellent"], quality_cache="c",
+                        quality_scorer="w|resize=256|crop=224")
+    meta = {"selection": trained.meta()}
+    same = Selection(split="val", val_fraction=0.2, split_seed=0, quality_filter=["excellent", "good"],
+                     quality_cache="other.csv", quality_scorer="w|resize=256|crop=224")
+    same.check_against(meta, "best.ckpt")  # the cache file may differ; the images chosen do not
+    other = Selection(split="val", val_fraction=0.3, split_seed=1)
+    with pytest.raises(ConfigError, match=r"'best.ckpt'.*Set dataset.val_fraction=0.2 dataset.split_seed=0 "
+                                          r"dataset.quality_filter=\[Good,Excellent\] and use the quality weights "
+                                          r"and image size it was trained with \(w\|resize=256\|crop=224\)\.$"):
+        other.check_against(meta, "best.ckpt")
+    Selection(split="all", val_fraction=0.3).check_against(meta, "best.ckpt")  # all images: no split to match
+    Selection(split="val").check_against({"arch": "resnet18"}, "plain.pth")  # no split recorded: nothing to check

@@ -72,13 +72,17 @@ class Selection:
         trained = meta["selection"]
         mine = self.meta()
         names = {"val_fraction": "dataset.val_fraction", "split_seed": "dataset.split_seed",
-                 "quality_filter": "dataset.quality_filter", "quality_scorer": "quality.checkpoint"}
-        wrong = [k for k in names if _norm(mine.get(k)) != _norm(trained.get(k))]
+                 "quality_filter": "dataset.quality_filter"}
+        wrong = [k for k in (*names, "quality_scorer") if _norm(mine.get(k)) != _norm(trained.get(k))]
         if wrong:
-            have = ", ".join(f"{names[k]}={mine.get(k)}" for k in wrong)
-            want = " ".join(f"{names[k]}={_override(trained.get(k))}" for k in wrong)
+            have = ", ".join(f"{names.get(k, 'quality scorer')}={mine.get(k)}" for k in wrong)
+            fixes = [f"{names[k]}={_override(trained.get(k))}" for k in wrong if k in names]
+            fix = f"Set {' '.join(fixes)}" if fixes else "Use"
+            if "quality_scorer" in wrong:
+                fix += (f"{' and use' if fixes else ''} the quality weights and image size it was trained with "
+                        f"({trained.get('quality_scorer')})")
             raise ConfigError(f"dataset.split={self.split} would not be the split '{checkpoint}' was trained with "
-                              f"({have}). Set {want}.")
+                              f"({have}). {fix}.")
 
 
 def _norm(value: Any) -> Any:
