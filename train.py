@@ -86,7 +86,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     trainer = instantiate(
         cfg.trainer, max_epochs=cfg.epochs, logger=logger if logger is not None else False, callbacks=callbacks,
-        enable_checkpointing=True, use_distributed_sampler=True, inference_mode=True,
+        enable_checkpointing=True, use_distributed_sampler=False, inference_mode=True,
         num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()],
     )
     try:

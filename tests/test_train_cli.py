@@ -186,3 +186,21 @@ def test_flat_folder_cannot_be_trained_on(tmp_path):
     (tmp_path / "nested" / "red" / "00.png").rename(flat / "a.png")
     proc = run_cli("train.py", "dataset=folder", f"dataset.root={flat}", *SMALL, f"hydra.run.dir={tmp_path / 'run'}")
     assert_one_line_error(proc, "no class folders", "dataset.root")
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_validate_every_image_once(trained, tmp_path):
+    """trainer=ddp composes; the val accuracy over two processes is evaluate.py's on the same checkpoint."""
+    run = tmp_path / "ddp"
+    proc = run_cli("train.py", "dataset=folder", f"dataset.root={trained['data']}", *SMALL, "epochs=1",
+                   "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", f"hydra.run.dir={run}")
+    ok(proc)
+    meta = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["iqa_saliency"]
+    ev = tmp_path / "eval"
+    proc = run_cli("evaluate.py", "dataset=folder", f"dataset.root={trained['data']}", *SMALL, "logger=none",
+                   "dataset.split=val", f"classifier.checkpoint={run / 'checkpoints' / 'last.ckpt'}",
+                   "corruption=none", "severity=0", "figures=0", f"hydra.run.dir={ev}")
+    ok(proc)
+    summary = json.loads((ev / "summary.json").read_text())
+    assert summary["n_images"] == 9
+    assert summary["metrics"]["acc/top1"] == pytest.approx(meta["metrics"]["val/acc_top1"], abs=1e-6)

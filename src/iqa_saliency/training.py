@@ -12,13 +12,15 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 from .data import NO_LABEL, ImageSource, prepare_image
 from .errors import ConfigError, DatasetError
+from .evaluation import ShardSampler
 from .models.classifier import (
     CHECKPOINT_META_KEY,
     NormalizedClassifier,
@@ -72,15 +74,25 @@ class ClassificationData(pl.LightningDataModule):
         self.val_set = LabelledImages(val, eval_transform(resize, crop))
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+    def _rank_world(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+
+    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        rank, world = self._rank_world()
+        if world == 1:
+            return self._loader(self.train_set, shuffle=True)
+        # Lightning calls set_epoch on it, so each epoch is shuffled differently.
+        seed = int(torch.initial_seed()) % 2**31
+        return self._loader(self.train_set, sampler=DistributedSampler(self.train_set, world, rank, seed=seed))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        # Every val image exactly once over all processes (no padding): the accuracy equals evaluate.py's.
+        rank, world = self._rank_world()
+        return self._loader(self.val_set, sampler=ShardSampler(len(self.val_set), rank, world))
 
 
 @dataclass
@@ -142,6 +154,7 @@ class ClassifierModule(pl.LightningModule):
         self.val_top1 = MulticlassAccuracy(num_classes=n, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes=n, top_k=min(5, n), average="micro")
         self.train_top1 = MulticlassAccuracy(num_classes=n, top_k=1, average="micro")
+        self.val_loss = MeanMetric()  # weighted by images, synced over processes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(x)
@@ -151,7 +164,7 @@ class ClassifierModule(pl.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.optim.label_smoothing)
         self.train_top1(logits, y)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True, batch_size=len(y))
         self.log("train/acc_top1", self.train_top1, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
@@ -159,10 +172,10 @@ class ClassifierModule(pl.LightningModule):
         x, y = batch
         logits = self(x)
         # Plain cross-entropy: the checkpoint choice should not depend on the smoothing setting.
-        loss = F.cross_entropy(logits, y)
+        self.val_loss(F.cross_entropy(logits, y, reduction="none"))
         self.val_top1(logits, y)
         self.val_top5(logits, y)
-        self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=len(y))
+        self.log("val/loss", self.val_loss, prog_bar=True, on_epoch=True, batch_size=len(y))
         self.log("val/acc_top1", self.val_top1, prog_bar=True, on_epoch=True, batch_size=len(y))
         self.log("val/acc_top5", self.val_top5, on_epoch=True, batch_size=len(y))
 
