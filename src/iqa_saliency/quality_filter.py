@@ -27,6 +27,7 @@ from .splits import SubsetSource
 log = logging.getLogger(__name__)
 
 CACHE_COLUMNS = ["image", "size", "mtime_ns", "scorer", "mos", "mos_normalized", "quality_category"]
+SAVE_EVERY = 100  # batches
 QualityLoader = Callable[[], tuple[PaQ2PiQ, WeightsIdentity]]
 
 
@@ -59,23 +60,26 @@ def file_key(record: ImageRecord) -> tuple[str, int, int]:
 
 
 class QualityCache:
-    """A CSV of scores keyed by (file, size, mtime, scorer); rows of other files are kept untouched."""
+    """A CSV of scores, one row per (file, scorer), valid while the file's size and mtime are unchanged."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.rows: dict[tuple[str, int, int, str], dict[str, str]] = {}
+        self.rows: dict[tuple[str, str], dict[str, str]] = {}
         if self.path.is_file():
             with open(self.path, newline="") as fh:
                 for row in csv.DictReader(fh):
-                    self.rows[(row["image"], int(row["size"]), int(row["mtime_ns"]), row["scorer"])] = row
+                    self.rows[(row["image"], row["scorer"])] = row
 
     def get(self, key: tuple[str, int, int], scorer: str) -> dict[str, str] | None:
-        return self.rows.get((*key, scorer))
+        """The cached row for this file version and scorer, or None (absent, or the file changed since)."""
+        row = self.rows.get((key[0], scorer))
+        if row is None or (int(row["size"]), int(row["mtime_ns"])) != (key[1], key[2]):
+            return None
+        return row
 
     def put(self, key: tuple[str, int, int], scorer: str, mos: float, normalized: float, category: str) -> None:
-        # An older score of the same file (changed since, or another scorer) is replaced, not accumulated.
-        self.rows = {k: v for k, v in self.rows.items() if not (k[0] == key[0] and k[3] == scorer)}
-        self.rows[(*key, scorer)] = {
+        """Record a score; it replaces any older score of the same file by the same scorer."""
+        self.rows[(key[0], scorer)] = {
             "image": key[0], "size": str(key[1]), "mtime_ns": str(key[2]), "scorer": scorer,
             "mos": "" if np.isnan(mos) else repr(float(mos)),
             "mos_normalized": "" if np.isnan(normalized) else repr(float(normalized)),
@@ -144,7 +148,7 @@ def score_source(
                             collate_fn=list)
         log.info("Scoring %d images with PaQ-2-PiQ (%d cached)", len(todo), len(keys) - len(todo))
         with torch.no_grad():
-            for batch in loader:
+            for n_batch, batch in enumerate(loader, 1):
                 groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
                 for index, image in batch:
                     if image is None:
@@ -158,6 +162,8 @@ def score_source(
                     for (index, _), s, n in zip(group, scores.tolist(), norm.tolist(), strict=True):
                         mos[index] = s
                         cache.put(keys[index], scorer, s, n, ScoreNormalizer.category(n))
+                if n_batch % SAVE_EVERY == 0:  # an interrupted scoring run keeps what it has done
+                    cache.save()
         cache.save()
     normalized = [float(normalizer(torch.tensor(m)).item()) if not np.isnan(m) else float("nan") for m in mos]
     return QualityScores(mos, normalized, [ScoreNormalizer.category(n) for n in normalized], len(todo))
