@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 import hydra
@@ -20,7 +21,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
     from iqa_saliency.errors import ConfigError, DatasetError
-    from iqa_saliency.models.weights import fetch_weights
+    from iqa_saliency.models.classifier import read_checkpoint_meta
     from iqa_saliency.outputs import atomic_write_text, check_writable
     from iqa_saliency.provenance import provenance
     from iqa_saliency.reporting import finish_logger
@@ -36,8 +37,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     run_dir = HydraConfig.get().runtime.output_dir
     check_writable(run_dir)
-    if cfg.ckpt_path:
-        fetch_weights(str(cfg.ckpt_path), None, "ckpt_path")  # a missing file fails now, not after scoring
+    resume_meta = read_checkpoint_meta(cfg.ckpt_path, "ckpt_path") if cfg.ckpt_path else None
     optim = OptimSettings(
         optimizer=cfg.optimizer.name, lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum,
         nesterov=cfg.optimizer.nesterov, weight_decay=cfg.optimizer.weight_decay, scheduler=cfg.scheduler.name,
@@ -59,6 +59,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     filtered = select_images(source, selection, quality=lambda: instantiate(cfg.quality), report_dir=run_dir,
                              resize=cfg.dataset.resize, crop=cfg.dataset.crop)
+    if resume_meta:  # resuming on other images or classes would silently change what the run means
+        replace(selection, split="train").check_against(resume_meta, cfg.ckpt_path)
+        if list(resume_meta.get("class_names") or []) != list(filtered.class_names):
+            raise DatasetError(f"'{cfg.ckpt_path}' was trained on other classes than '{cfg.dataset.root}' has. "
+                               "Resume on the dataset the checkpoint was trained on.")
     train_source = split_source(filtered, "train", selection.val_fraction, selection.split_seed)
     val_source = split_source(filtered, "val", selection.val_fraction, selection.split_seed)
     write_split_csv(f"{run_dir}/split.csv", {"train": train_source, "val": val_source})

@@ -130,6 +130,12 @@ def test_checkpoint_refuses_other_classes_and_another_split(trained, tmp_path):
     assert proc.returncode == 2 and last.startswith("error: ") and "dataset.val_fraction=0.25" in last
     assert "dataset.quality_filter=[Bad,Poor,Fair,Good,Excellent]" in last
 
+    # Resuming training on another split is refused the same way, before any training.
+    proc = run_cli("train.py", "dataset=folder", f"dataset.root={trained['data']}", *SMALL, "dataset.val_fraction=0.5",
+                   f"ckpt_path={trained['run'] / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={tmp_path / 'tr'}")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "dataset.val_fraction=0.25" in last and "GPU available" not in proc.stderr
+
 
 @pytest.mark.slow
 def test_killed_run_leaves_a_loadable_last_checkpoint(tmp_path):

@@ -172,11 +172,11 @@ def _output_size(state: dict[str, torch.Tensor]) -> int:
     return int(weights[-1].shape[0])
 
 
-def read_checkpoint_meta(checkpoint: str | None) -> dict[str, Any] | None:
+def read_checkpoint_meta(checkpoint: str | None, override: str = "classifier.checkpoint") -> dict[str, Any] | None:
     """The train.py metadata of a local checkpoint file (None for URLs, plain state_dicts or no checkpoint)."""
     if not checkpoint or is_url(str(checkpoint)):
         return None
-    path, _ = fetch_weights(str(checkpoint), None, "classifier.checkpoint")
-    obj = load_checkpoint_file(path, "classifier.checkpoint")
+    path, _ = fetch_weights(str(checkpoint), None, override)
+    obj = load_checkpoint_file(path, override)
     meta = obj.get(CHECKPOINT_META_KEY) if isinstance(obj, dict) else None
     return dict(meta) if isinstance(meta, dict) else None
