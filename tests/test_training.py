@@ -74,3 +74,15 @@ def test_lightning_checkpoint_loads_with_weights_only_into_the_same_network(tmp_
     module.eval()
     with torch.no_grad():
         torch.testing.assert_close(clf.model(x), module(x))
+
+
+def test_validation_images_are_the_ones_evaluate_sees(class_folder):
+    from iqa_saliency.data import CorruptedPairs
+    from iqa_saliency.training import eval_transform
+
+    source = ImageFolder(class_folder)
+    pairs = CorruptedPairs(source, "none", 0, seed=0, resize=72, crop=64)
+    transform = eval_transform(72, 64)
+    for i, record in enumerate(source.records):
+        expected = pairs[i]["clean"].float() / 255
+        torch.testing.assert_close(transform(source.load(record)), expected, rtol=0, atol=0)

@@ -6,12 +6,14 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -40,9 +42,13 @@ def train_transform(crop: int) -> Callable:
     return T.Compose([T.RandomResizedCrop(crop, antialias=True), T.RandomHorizontalFlip(), T.ToTensor()])
 
 
+def _prepared_tensor(image: Image.Image, resize: int | None, crop: int | None) -> torch.Tensor:
+    return TF.to_tensor(prepare_image(image, resize, crop))
+
+
 def eval_transform(resize: int | None, crop: int | None) -> Callable:
     """Exactly the preparation evaluate.py applies to clean images (resize, centre crop), to [0, 1] tensors."""
-    return lambda image: TF.to_tensor(prepare_image(image, resize, crop))
+    return partial(_prepared_tensor, resize=resize, crop=crop)  # picklable for spawned DataLoader workers
 
 
 class LabelledImages(Dataset):
