@@ -17,21 +17,33 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Compose the configured pieces and run one cell; user errors surface before heavy work."""
     from hydra.utils import instantiate
 
-    from iqa_saliency.attribution import build_attribution, check_attribution_name
+    from iqa_saliency.attribution import build_attribution, check_attribution, method_defaults
     from iqa_saliency.corruption import check_corruption
     from iqa_saliency.errors import WeightsUnavailableError, find_user_error
     from iqa_saliency.outputs import check_writable
     from iqa_saliency.pipeline import run_evaluation
     from iqa_saliency.reporting import finish_logger, log_preview_table
+    from iqa_saliency.similarity import check_quality_map
 
     check_corruption(cfg.corruption, cfg.severity)
-    check_attribution_name(cfg.attribution.name)
+    options = OmegaConf.to_container(cfg.attribution.get("options") or {}, resolve=True)
+    check_attribution(cfg.attribution.name, options)
+    # quality.saliency: `local` (the 20x20 local scores) or an attribution method explaining the global score
+    quality_cfg = OmegaConf.to_container(cfg.quality, resolve=True)
+    quality_saliency = quality_cfg.pop("saliency", "local")
+    quality_options = quality_cfg.pop("saliency_options", None) or {}
+    if quality_saliency != "local":
+        check_attribution(quality_saliency, quality_options, key="quality.saliency_options")
+        if "seed" in method_defaults(quality_saliency):
+            quality_options.setdefault("seed", cfg.seed)
+    quality_map = cfg.get("similarity", {}).get("quality_map", "raw")
+    check_quality_map(quality_map)
     run_dir = HydraConfig.get().runtime.output_dir
     check_writable(run_dir)
     source = instantiate(cfg.dataset.source)
 
     try:
-        quality = instantiate(cfg.quality)
+        quality = instantiate(quality_cfg)
         classifier = instantiate(cfg.classifier)
     except Exception as exc:  # Hydra wraps errors raised while instantiating
         if not (cfg.allow_untrained_fallback and isinstance(find_user_error(exc), WeightsUnavailableError)):
@@ -40,12 +52,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         banner = "=" * 78
         log.warning("\n%s\nOFFLINE: %s\nRunning with UNTRAINED weights instead; every output is marked "
                     "'untrained'.\n%s", banner, exc, banner)
-        quality = instantiate(cfg.quality, pretrained=False)
+        quality = instantiate(quality_cfg, pretrained=False)
         classifier = instantiate(cfg.classifier, pretrained=False, checkpoint=None)
 
     logger = instantiate(cfg.logger) if cfg.logger and "_target_" in cfg.logger else None
     trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False)
-    options = OmegaConf.to_container(cfg.attribution.get("options") or {}, resolve=True)
     try:
         result = run_evaluation(
             source=source,
@@ -66,6 +77,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             n_figures=cfg.figures,
             save_images=cfg.dataset.save_images,
             config=OmegaConf.to_container(cfg, resolve=True),
+            quality_attribution_factory=partial(build_attribution, quality_saliency, **quality_options)
+            if quality_saliency != "local" else None,
+            quality_saliency=quality_saliency,
+            quality_map=quality_map,
         )
         if result.summary:
             log_preview_table(logger, result.previews)

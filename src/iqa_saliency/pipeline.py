@@ -102,6 +102,9 @@ def run_evaluation(
     save_images: bool = False,
     config: dict[str, Any] | None = None,
     normalizer: ScoreNormalizer | None = None,
+    quality_attribution_factory: Callable[[torch.nn.Module], AttributionMethod] | None = None,
+    quality_saliency: str = "local",
+    quality_map: str = "raw",
 ) -> EvaluationResult:
     """Evaluate one (corruption, severity) cell and write the run folder (summary.json last)."""
     started = time.time()
@@ -110,8 +113,9 @@ def run_evaluation(
     quality_model, quality_weights = quality
     writer = RunWriter(run_dir)
     dataset = CorruptedPairs(source, corruption, severity, seed, resize=resize, crop=crop, labels=labels)
-    settings = EvaluationSettings(corruption, severity, target, n_figures, save_images, attribution_name)
-    module = EvaluationModule(quality_model, classifier, attribution_factory, writer, settings, normalizer)
+    settings = EvaluationSettings(corruption, severity, target, n_figures, save_images, attribution_name, quality_map)
+    module = EvaluationModule(quality_model, classifier, attribution_factory, writer, settings, normalizer,
+                              quality_attribution_factory if quality_saliency != "local" else None)
     data = PairData(dataset, batch_size=batch_size, num_workers=num_workers,
                     pin_memory=trainer.accelerator.__class__.__name__ != "CPUAccelerator")
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -134,6 +138,8 @@ def run_evaluation(
         "seed": seed,
         "attribution": attribution_name,
         "attribution_target": target,
+        "quality_saliency": quality_saliency,
+        "quality_map": quality_map,
         "n_images": len(rows),
         "n_skipped": len(skipped),
         "label_source": label_source,
