@@ -91,11 +91,52 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return result.summary
 
 
+def randomization_check(cfg: DictConfig) -> dict[str, Any]:
+    """python evaluate.py +check=randomization: the model-randomisation sanity check on the dataset's images."""
+    from hydra.utils import instantiate
+
+    from iqa_saliency.attribution import check_attribution, method_defaults
+    from iqa_saliency.outputs import RunWriter, check_writable
+    from iqa_saliency.provenance import provenance
+    from iqa_saliency.sanity import load_images, run_randomization, save_figure, write_table
+
+    check = cfg.check
+    names = list(check.methods or [cfg.attribution.name])
+    methods = {}
+    for name in names:
+        options = (OmegaConf.to_container(cfg.attribution.get("options") or {}, resolve=True)
+                   if name == cfg.attribution.name else {})
+        check_attribution(name, options)
+        if "seed" in method_defaults(name):
+            options.setdefault("seed", cfg.seed)
+        methods[name] = options
+    run_dir = HydraConfig.get().runtime.output_dir
+    check_writable(run_dir)
+    images = load_images(instantiate(cfg.dataset.source), check.max_images, cfg.dataset.resize, cfg.dataset.crop)
+    classifier = instantiate(cfg.classifier)
+    result = run_randomization(classifier.model, images, methods, layers=check.layers, seed=cfg.seed,
+                               flag_spearman=check.flag_spearman, batch_size=cfg.dataset.batch_size)
+    write_table(f"{run_dir}/randomization.csv", result.rows)
+    save_figure(f"{run_dir}/randomization.png", result, check.flag_spearman)
+    for name in result.flagged:
+        log.warning("%s: maps barely change when the whole classifier is randomised (Spearman |map| >= %s); "
+                    "they do not reflect what the model learned.", name, check.flag_spearman)
+    summary = {"check": "randomization", "methods": methods, "layers": result.layers, "flagged": result.flagged,
+               "flag_spearman": check.flag_spearman, "seed": cfg.seed, "n_images": len(images),
+               "weights": classifier.weights.as_dict(), "table": result.rows, "provenance": provenance(),
+               "config": OmegaConf.to_container(cfg, resolve=True)}
+    RunWriter(run_dir).write_summary(summary)
+    log.info("Wrote %s (flagged: %s)", run_dir, ", ".join(result.flagged) or "none")
+    return summary
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> dict[str, Any] | None:
     from iqa_saliency.errors import exit_on_user_error
 
     with exit_on_user_error():
+        if cfg.get("check") is not None:
+            return randomization_check(cfg)
         return evaluate(cfg)
 
 
