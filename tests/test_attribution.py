@@ -269,3 +269,13 @@ def test_check_attribution_needs_no_model():
 def test_occlusion_window_larger_than_image_is_a_config_error(classifier, samples):
     with pytest.raises(ConfigError, match="window.*at most 128"):
         build_attribution("occlusion", classifier.model, window=160).attribute(samples, torch.tensor([1, 2]))
+
+
+def test_bench_prints_a_row_per_method(capsys):
+    from iqa_saliency.bench_attribution import main
+
+    main(["--methods", "gradcam", "deeplift", "--size", "64", "--images", "1", "--batch-size", "1"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| gradcam") or line.startswith("| deeplift")]
+    assert len(rows) == 2
+    assert float(rows[1].split("|")[4]) < 1e-3  # DeepLift's completeness error column
