@@ -279,3 +279,17 @@ def test_bench_prints_a_row_per_method(capsys):
     rows = [line for line in out.splitlines() if line.startswith("| gradcam") or line.startswith("| deeplift")]
     assert len(rows) == 2
     assert float(rows[1].split("|")[4]) < 1e-3  # DeepLift's completeness error column
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", sorted(ATTRIBUTION_METHODS))
+def test_every_method_on_gpu_matches_cpu(name, samples):
+    cpu_model = load_classifier(pretrained=False, seed=0).model
+    gpu_model = load_classifier(pretrained=False, seed=0).model.cuda()
+    with torch.no_grad():
+        target = cpu_model(samples).argmax(dim=1)
+    want = build_attribution(name, cpu_model).attribute(_grad_input(samples), target)
+    got = build_attribution(name, gpu_model).attribute(_grad_input(samples.cuda()), target.cuda()).cpu()
+    assert got.shape == want.shape and torch.isfinite(got).all()
+    if name not in ("smoothgrad", "gradient_shap"):  # their noise comes from the device's own generator
+        torch.testing.assert_close(got, want, rtol=1e-2, atol=1e-3 * float(want.abs().max()))
