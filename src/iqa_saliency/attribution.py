@@ -185,8 +185,10 @@ def make_baseline(inputs: torch.Tensor, kind: str, blur_sigma: float = 5.0) -> t
         kernel = 2 * int(round(3 * blur_sigma)) + 1
         return gaussian_blur(inputs.detach(), [kernel, kernel], [blur_sigma, blur_sigma])
     if kind == "mean":
+        if inputs.shape[1] != len(MEAN_COLOUR):
+            raise ConfigError("The mean baseline is an RGB colour. Set attribution.options.baseline=black or blurred.")
         mean = torch.tensor(MEAN_COLOUR, dtype=inputs.dtype, device=inputs.device).view(1, -1, 1, 1)
-        return mean.expand_as(inputs).clone() if inputs.shape[1] == 3 else inputs.detach().mean((2, 3), True)
+        return mean.expand_as(inputs).clone()
     raise ConfigError(f"Unknown baseline '{kind}'. Set attribution.options.baseline to one of: {', '.join(BASELINES)}.")
 
 
