@@ -279,7 +279,32 @@ class LayerAttributionMap(AttributionMethod):
 
     def layer_map(self, inputs: torch.Tensor, target: torch.Tensor | int | None) -> torch.Tensor:
         """(B, 1, h, w) at the layer's resolution."""
+        return self.cam(*self.gradients_and_activations(inputs, target))
+
+    def cam(self, grads: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        """(B, 1, h, w) from the target's gradients w.r.t. the layer output and that output."""
         raise NotImplementedError
+
+    def predict_and_attribute(self, inputs: torch.Tensor, labels: torch.Tensor | None = None
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's output and the maps for its predicted classes (or `labels`) from one forward pass.
+
+        The same gradients and activations as `attribute` with target = the prediction, without a second
+        forward pass to find the prediction first.
+        """
+        store: dict[str, torch.Tensor] = {}
+        handle = self.layer.register_forward_hook(lambda _m, _i, out: store.__setitem__("acts", out))
+        try:
+            with torch.enable_grad():
+                logits = self.model(inputs)
+                target = logits.argmax(dim=1) if labels is None else labels
+                selected = logits.gather(1, target[:, None]).sum()
+                grads = torch.autograd.grad(selected, store["acts"])[0]
+        finally:
+            handle.remove()
+        cam = self.cam(grads, store["acts"].detach())
+        cam = LayerAttribution.interpolate(cam, tuple(inputs.shape[-2:]), interpolate_mode=self.interpolate)
+        return logits.detach(), cam.sum(dim=1)
 
     def gradients_and_activations(self, inputs: torch.Tensor, target: torch.Tensor | int | None
                                   ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,13 +327,17 @@ class GradCAM(LayerAttributionMap):
         with quiet_captum():
             return LayerGradCam(self.model, self.layer).attribute(inputs, target=target, relu_attributions=self.relu)
 
+    def cam(self, grads: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        # LayerGradCam's arithmetic: channel weights = spatial mean of the gradients
+        cam = (grads.mean(dim=(2, 3), keepdim=True) * acts).sum(dim=1, keepdim=True)
+        return cam.clamp_min(0) if self.relu else cam
+
 
 @register("layer_cam")
 class LayerCAM(LayerAttributionMap):
     """LayerCAM (Jiang et al. 2021): ReLU(Σ_k ReLU(∂y/∂A_k) ⊙ A_k), from captum's layer gradients."""
 
-    def layer_map(self, inputs: torch.Tensor, target: torch.Tensor | int | None) -> torch.Tensor:
-        grads, acts = self.gradients_and_activations(inputs, target)
+    def cam(self, grads: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
         cam = (grads.clamp_min(0) * acts).sum(dim=1, keepdim=True)
         return cam.clamp_min(0) if self.relu else cam
 
@@ -317,8 +346,7 @@ class LayerCAM(LayerAttributionMap):
 class GradCAMPlusPlus(LayerAttributionMap):
     """Grad-CAM++ (Chattopadhay et al. 2018), closed-form weights (exponential-output form) from layer gradients."""
 
-    def layer_map(self, inputs: torch.Tensor, target: torch.Tensor | int | None) -> torch.Tensor:
-        grads, acts = self.gradients_and_activations(inputs, target)
+    def cam(self, grads: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
         g2, g3 = grads.pow(2), grads.pow(3)
         denom = 2 * g2 + acts.sum(dim=(2, 3), keepdim=True) * g3
         alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, 1.0), 0.0)

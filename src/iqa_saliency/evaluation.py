@@ -153,11 +153,17 @@ class EvaluationModule(pl.LightningModule):
         """Quality scores and maps, class probabilities and attribution maps for a batch of [0,1] images."""
         with torch.no_grad():
             q_global, q_local = self.quality.split(self.quality(x).float())
-            probs = self.classifier(x).float().softmax(dim=1)
-        target = labels if self.settings.target == "label" else probs.argmax(dim=1)
-        with torch.enable_grad():
-            attr = self.attribution.attribute(x.detach().requires_grad_(True), target=target).float().detach()
-        return {"q_global": q_global, "q_local": q_local, "probs": probs, "attribution": attr}
+        by_label = self.settings.target == "label"
+        if hasattr(self.attribution, "predict_and_attribute"):  # layer methods: prediction and map in one pass
+            logits, attr = self.attribution.predict_and_attribute(x, labels if by_label else None)
+            probs = logits.float().softmax(dim=1)
+        else:
+            with torch.no_grad():
+                probs = self.classifier(x).float().softmax(dim=1)
+            target = labels if by_label else probs.argmax(dim=1)
+            with torch.enable_grad():
+                attr = self.attribution.attribute(x.detach().requires_grad_(True), target=target)
+        return {"q_global": q_global, "q_local": q_local, "probs": probs, "attribution": attr.float().detach()}
 
     def _evaluate(self, items: list[dict[str, Any]]) -> None:
         s = self.settings
