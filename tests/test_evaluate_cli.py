@@ -156,3 +156,91 @@ def test_wandb_offline_logger(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     offline = list((run / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
+
+
+def _paq2piq_checkpoint(path: Path, seed: int) -> Path:
+    import torch
+
+    from iqa_saliency.models.paq2piq import PaQ2PiQ
+
+    torch.manual_seed(seed)
+    torch.save(PaQ2PiQ().state_dict(), path)
+    return path
+
+
+def _block_mean(x: np.ndarray, grid: int = 20) -> np.ndarray:
+    h, w = x.shape
+    return x.reshape(grid, h // grid, grid, w // grid).mean(axis=(1, 3))
+
+
+@pytest.mark.slow
+def test_quality_saliency_gradcam_follows_quality_weights_and_fills_like_with_like(tmp_path):
+    base = ["corruption=contrast", "severity=3", "logger=none", "trainer.enable_progress_bar=false",
+            "classifier.pretrained=false", "quality.saliency=gradcam", "dataset.source.names=[chelsea,coffee]",
+            "dataset.resize=80", "dataset.crop=80", "figures=0"]
+    runs = {}
+    for seed in (1, 2):
+        ckpt = _paq2piq_checkpoint(tmp_path / f"paq{seed}.pth", seed)
+        runs[seed] = tmp_path / f"run{seed}"
+        proc = run_cli("evaluate.py", *base, f"quality.checkpoint={ckpt}", f"hydra.run.dir={runs[seed]}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_rows(runs[1])
+    assert list(rows[0]) == PER_IMAGE_COLUMNS
+    for row in rows:
+        maps = np.load(runs[1] / row["maps"])
+        other = np.load(runs[2] / row["maps"])
+        qattr, attr = maps["quality_attribution"], maps["attribution"]
+        assert qattr.shape == (80, 80) and np.isfinite(qattr).all() and qattr.std() > 0
+        assert not np.allclose(qattr, other["quality_attribution"])  # new quality weights, new map
+        np.testing.assert_array_equal(attr, other["attribution"])  # the classifier did not change
+        want = np.corrcoef(_block_mean(qattr.astype(np.float64)).ravel(),
+                           _block_mean(attr.astype(np.float64)).ravel())[0, 1]
+        assert float(row["sim_cc_qattr"]) == pytest.approx(want, abs=1e-5)
+        assert row["sim_cc_local"] == row["sim_cc"]
+    summary = json.loads((runs[1] / "summary.json").read_text())
+    assert summary["quality_saliency"] == "gradcam" and summary["quality_map"] == "raw"
+    assert summary["metrics"]["similarity/cc_qattr"] == pytest.approx(np.mean([float(r["sim_cc_qattr"])
+                                                                               for r in rows]))
+
+
+@pytest.mark.slow
+def test_quality_map_variants_follow_their_definitions(tmp_path):
+    args = ["corruption=contrast", "severity=3", *FAST, "dataset.source.names=[chelsea]", "figures=0",
+            "dataset.resize=80", "dataset.crop=80"]
+    runs = {}
+    for kind in ("raw", "inverted", "drop"):
+        runs[kind] = tmp_path / kind
+        proc = run_cli("evaluate.py", *args, f"similarity.quality_map={kind}", f"hydra.run.dir={runs[kind]}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    row = {k: read_rows(r)[0] for k, r in runs.items()}
+    maps = np.load(runs["raw"] / row["raw"]["maps"])
+    pooled = _block_mean(maps["attribution"].astype(np.float64))
+    local, clean = maps["quality_map"].astype(np.float64), maps["quality_map_clean"].astype(np.float64)
+    for kind, qmap in (("raw", local), ("inverted", 100 - local), ("drop", clean - local)):
+        assert float(row[kind]["sim_cc"]) == pytest.approx(np.corrcoef(qmap.ravel(), pooled.ravel())[0, 1],
+                                                           abs=1e-4)
+        assert row[kind]["sim_cc_qattr"] == "" and row[kind]["sim_cc_local"] == ""
+
+
+@pytest.mark.slow
+def test_attribution_sweep_over_methods(tmp_path):
+    proc = run_cli("evaluate.py", "-m", "attribution=gradcam,saliency,integrated_gradients", "corruption=contrast",
+                   "severity=1", *FAST, "dataset.source.names=[coffee]", "dataset.resize=64", "dataset.crop=64",
+                   "figures=0", f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(p.parent for p in tmp_path.glob("*/summary.json"))
+    assert {json.loads((r / "summary.json").read_text())["attribution"] for r in runs} == {
+        "gradcam", "saliency", "integrated_gradients"}
+    for run in runs:
+        maps = np.load(run / read_rows(run)[0]["maps"])
+        assert maps["attribution"].shape == (64, 64) and np.isfinite(maps["attribution"]).all()
+
+
+@pytest.mark.parametrize(("override", "needles"), [
+    ("quality.saliency=gradcamm", ("Unknown attribution method 'gradcamm'", "gradcam")),
+    ("similarity.quality_map=worse", ("similarity.quality_map='worse'", "raw, inverted, drop")),
+    ("+attribution.options.n_steps=4", ("gradcam has no option n_steps", "attribution.options")),
+])
+def test_bad_attribution_settings_are_one_line_errors(tmp_path, override, needles):
+    proc = run_cli("evaluate.py", override, *FAST, f"hydra.run.dir={tmp_path}")
+    assert_user_error(proc, *needles)

@@ -71,3 +71,16 @@ def test_compare_maps_pools_attribution_to_quality_grid():
     out = compare_maps(q, attr)
     torch.testing.assert_close(out["cc"], torch.ones(2, dtype=torch.float64))
     assert set(out) == {"cc", "sim", "kld", "spearman"}
+
+
+def test_quality_map_variants_hand_values():
+    from iqa_saliency.errors import ConfigError
+    from iqa_saliency.similarity import select_quality_map
+
+    local = torch.tensor([[[60.0, 70.0]]])
+    clean = torch.tensor([[[65.0, 72.0]]])
+    assert select_quality_map("raw", local, clean).tolist() == [[[60.0, 70.0]]]
+    assert select_quality_map("inverted", local, clean).tolist() == [[[40.0, 30.0]]]
+    assert select_quality_map("drop", local, clean).tolist() == [[[5.0, 2.0]]]
+    with pytest.raises(ConfigError, match="raw, inverted, drop"):
+        select_quality_map("worse", local, clean)

@@ -68,3 +68,23 @@ def test_sweep_with_caches_equals_plain_runs(tmp_path):
                 np.testing.assert_allclose(a[col], b[col], rtol=1e-4, atol=1e-5, err_msg=f"{name}:{col}")
             else:
                 assert a[col].equals(b[col]), f"{name}:{col}"
+
+
+@pytest.mark.parametrize("method", ["gradcam", "layer_cam", "gradcam_plus_plus"])
+def test_one_pass_prediction_and_map_equal_the_two_pass_path(method):
+    from iqa_saliency.attribution import build_attribution
+    from iqa_saliency.models.classifier import load_classifier
+
+    model = load_classifier(pretrained=False, seed=2).model
+    torch.manual_seed(1)
+    x = torch.rand(3, 3, 96, 96)
+    explainer = build_attribution(method, model)
+    logits, maps = explainer.predict_and_attribute(x)
+    with torch.no_grad():
+        plain_logits = model(x)
+    torch.testing.assert_close(logits, plain_logits)
+    plain_maps = explainer.attribute(x.clone().requires_grad_(True), target=plain_logits.argmax(1))
+    torch.testing.assert_close(maps, plain_maps, rtol=1e-5, atol=1e-6)
+    labels = torch.tensor([5, 0, 9])
+    _, by_label = explainer.predict_and_attribute(x, labels)
+    torch.testing.assert_close(by_label, explainer.attribute(x.clone(), target=labels), rtol=1e-5, atol=1e-6)

@@ -20,9 +20,12 @@ from .data import collate_pairs
 from .figures import overlay, save_comparison_figure
 from .metrics import RunMetrics
 from .models.classifier import Classifier
-from .models.paq2piq import PaQ2PiQ, ScoreNormalizer
+from .models.paq2piq import GlobalScore, PaQ2PiQ, ScoreNormalizer
 from .outputs import RunWriter
-from .similarity import compare_maps, pearson_cc
+from .similarity import compare_maps, pearson_cc, pool_to_grid, select_quality_map
+
+# per-image columns filled only when the quality model is explained too (quality.saliency != local)
+QATTR_MEAN_COLUMNS = {"sim_cc_local": "similarity/cc_local", "sim_cc_qattr": "similarity/cc_qattr"}
 
 
 class ShardSampler(Sampler[int]):
@@ -90,6 +93,7 @@ class EvaluationSettings:
     save_images: bool = False
     method_title: str = "gradcam"
     channels_last: bool = False  # NHWC memory format for both models (faster with cuDNN, esp. bf16)
+    quality_map: str = "raw"  # similarity.quality_map: raw | inverted | drop
 
 
 def group_by_shape(items: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -117,16 +121,20 @@ class EvaluationModule(pl.LightningModule):
         settings: EvaluationSettings,
         normalizer: ScoreNormalizer | None = None,
         clean_cache: CleanCache | None = None,
+        quality_attribution_factory: Callable[[torch.nn.Module], AttributionMethod] | None = None,
     ) -> None:
         super().__init__()
         self.quality = quality.eval()
         self.classifier_info = classifier
         self.classifier = classifier.model.eval()
         self.attribution = attribution_factory(self.classifier)
+        # explains the global score (B, 1), target 0; shares the quality model's modules, so it moves with them
+        self.quality_attribution = (quality_attribution_factory(GlobalScore(self.quality))
+                                    if quality_attribution_factory is not None else None)
         self.writer = writer
         self.settings = settings
         self.normalizer = normalizer or ScoreNormalizer()
-        self.metrics = RunMetrics()
+        self.metrics = RunMetrics(QATTR_MEAN_COLUMNS)
         self.clean_cache = clean_cache
         self.summary: dict[str, float] | None = None
         self.previews: list[Preview] = []
@@ -153,11 +161,17 @@ class EvaluationModule(pl.LightningModule):
         """Quality scores and maps, class probabilities and attribution maps for a batch of [0,1] images."""
         with torch.no_grad():
             q_global, q_local = self.quality.split(self.quality(x).float())
-            probs = self.classifier(x).float().softmax(dim=1)
-        target = labels if self.settings.target == "label" else probs.argmax(dim=1)
-        with torch.enable_grad():
-            attr = self.attribution.attribute(x.detach().requires_grad_(True), target=target).float().detach()
-        return {"q_global": q_global, "q_local": q_local, "probs": probs, "attribution": attr}
+        by_label = self.settings.target == "label"
+        if hasattr(self.attribution, "predict_and_attribute"):  # layer methods: prediction and map in one pass
+            logits, attr = self.attribution.predict_and_attribute(x, labels if by_label else None)
+            probs = logits.float().softmax(dim=1)
+        else:
+            with torch.no_grad():
+                probs = self.classifier(x).float().softmax(dim=1)
+            target = labels if by_label else probs.argmax(dim=1)
+            with torch.enable_grad():
+                attr = self.attribution.attribute(x.detach().requires_grad_(True), target=target)
+        return {"q_global": q_global, "q_local": q_local, "probs": probs, "attribution": attr.float().detach()}
 
     def _evaluate(self, items: list[dict[str, Any]]) -> None:
         s = self.settings
@@ -183,12 +197,23 @@ class EvaluationModule(pl.LightningModule):
         qmap, attr_clean, attr_corr = corr["q_local"], clean["attribution"], corr["attribution"]
         probs_c = corr["probs"]
         clean_pred, pred_c = clean["probs"].argmax(dim=1), probs_c.argmax(dim=1)
-        sims = compare_maps(qmap, attr_corr)
+        qattr = None
+        if self.quality_attribution is not None:  # the corrupted images only: that is what is compared
+            xq = self._to_float("clean" if clean_only else "corrupted", items)
+            with torch.enable_grad():
+                qattr = self.quality_attribution.attribute(xq.requires_grad_(True), target=0).float().detach()
+        compared = select_quality_map(s.quality_map, qmap, clean["q_local"])
+        sims = compare_maps(compared, attr_corr)
+        nan = torch.full((n,), math.nan, device=self.device, dtype=torch.float64)
+        like_with_like = {"sim_cc_local": nan, "sim_cc_qattr": nan}
+        if qattr is not None:
+            grid = compared.shape[-1]
+            like_with_like = {"sim_cc_local": sims["cc"],
+                              "sim_cc_qattr": pearson_cc(pool_to_grid(qattr, grid), pool_to_grid(attr_corr, grid))}
         stability = pearson_cc(attr_clean, attr_corr)
         has_label = labels >= 0
         safe_labels = labels.clamp_min(0)
         top5 = probs_c.topk(min(5, probs_c.shape[1]), dim=1).indices
-        nan = torch.full((n,), math.nan, device=self.device, dtype=torch.float64)
         correct1 = torch.where(has_label, (pred_c == safe_labels).double(), nan)
         correct5 = torch.where(has_label, (top5 == safe_labels[:, None]).any(dim=1).double(), nan)
         values = {
@@ -199,10 +224,14 @@ class EvaluationModule(pl.LightningModule):
             "flipped": (pred_c != clean_pred).double(),
             "correct_top1": correct1, "correct_top5": correct5,
             **{f"sim_{k}": v.double() for k, v in sims.items()},
+            **{k: v.double() for k, v in like_with_like.items()},
             "attr_stability_cc": stability.double(),
         }
         self.metrics.update(values)
-        self._write(items, values, pred_c, clean_pred, qmap, attr_corr)
+        extra_maps = {"quality_map_clean": clean["q_local"]}
+        if qattr is not None:
+            extra_maps["quality_attribution"] = qattr
+        self._write(items, values, pred_c, clean_pred, qmap, attr_corr, extra_maps)
 
     def _assemble_clean(self, items, cached, miss, out) -> dict[str, torch.Tensor]:  # noqa: ANN001
         """Clean outputs for every item: computed ones (first in `out`) and cached ones; new ones are cached."""
@@ -222,17 +251,19 @@ class EvaluationModule(pl.LightningModule):
             for key in CLEAN_FIELDS
         }
 
-    def _write(self, items, values, pred, clean_pred, qmap, attr) -> None:  # noqa: ANN001
+    def _write(self, items, values, pred, clean_pred, qmap, attr, extra_maps) -> None:  # noqa: ANN001
         s = self.settings
         names = self.classifier_info.class_names
         cpu = {k: v.cpu().numpy() for k, v in values.items()}
         pred, clean_pred = pred.cpu().numpy(), clean_pred.cpu().numpy()
         qmap_np, attr_np = qmap.cpu().numpy(), attr.cpu().numpy()
+        extra_np = {k: v.cpu().numpy() for k, v in extra_maps.items()}
         rows = []
         for i, it in enumerate(items):
             stem = f"{it['index']:06d}_{safe_name(it['image_id'])}"
             maps_rel = f"maps/{stem}.npz"
-            self.writer.save_maps(maps_rel, quality_map=qmap_np[i], attribution=attr_np[i])
+            self.writer.save_maps(maps_rel, quality_map=qmap_np[i], attribution=attr_np[i],
+                                  **{k: v[i] for k, v in extra_np.items()})
             label = int(it["label"])
             norm = float(cpu["mos_normalized"][i])
             row = {
@@ -257,10 +288,11 @@ class EvaluationModule(pl.LightningModule):
     def _figure(self, stem: str, image: np.ndarray, qmap: np.ndarray, attr: np.ndarray, row: dict) -> None:
         s = self.settings
         cell = "clean" if is_clean(s.corruption, s.severity) else f"{s.corruption} s{s.severity}"
+        cc = "CC" if s.quality_map == "raw" else f"CC ({s.quality_map})"
         titles = (
             f"{row['image']} · {cell}",
             f"MOS {row['mos']:.1f} ({row['quality_category']}) · clean {row['mos_clean']:.1f}",
-            f"{s.method_title}: {row['pred_name']} {row['pred_prob']:.2f} · CC {row['sim_cc']:.2f}",
+            f"{s.method_title}: {row['pred_name']} {row['pred_prob']:.2f} · {cc} {row['sim_cc']:.2f}",
         )
         save_comparison_figure(self.writer.run_dir / "figures" / f"{stem}.png", image, qmap, attr, titles)
         self.previews.append(Preview(row, image, overlay(image, qmap, cmap="RdYlGn", alpha=0.55),

@@ -25,7 +25,7 @@ PER_IMAGE_COLUMNS = [
     "mos", "mos_normalized", "quality_category", "mos_clean", "mos_drop",
     "pred", "pred_name", "pred_prob", "clean_pred", "clean_pred_prob", "flipped",
     "correct_top1", "correct_top5",
-    "sim_cc", "sim_sim", "sim_kld", "sim_spearman", "attr_stability_cc", "maps",
+    "sim_cc", "sim_sim", "sim_kld", "sim_spearman", "sim_cc_local", "sim_cc_qattr", "attr_stability_cc", "maps",
 ]
 SKIPPED_COLUMNS = ["index", "image", "reason"]
 PER_IMAGE = "per_image.csv"

@@ -115,6 +115,9 @@ def run_evaluation(
     attribution_options: dict[str, Any] | None = None,
     corruption_cache_dir: str | Path | None = None,
     channels_last: bool = False,
+    quality_attribution_factory: Callable[[torch.nn.Module], AttributionMethod] | None = None,
+    quality_saliency: str = "local",
+    quality_map: str = "raw",
     resume: bool = False,
 ) -> EvaluationResult:
     """Evaluate one (corruption, severity) cell and write the run folder (summary.json last).
@@ -134,7 +137,7 @@ def run_evaluation(
     dataset = CorruptedPairs(source, corruption, severity, seed, resize=resize, crop=crop, labels=labels,
                              corrupt_fn=corrupt_fn)
     settings = EvaluationSettings(corruption, severity, target, n_figures, save_images, attribution_name,
-                                  channels_last)
+                                  channels_last, quality_map)
     clean_cache = None
     if clean_cache_dir is not None:
         clean_cache = CleanCache(clean_cache_dir, {
@@ -143,8 +146,10 @@ def run_evaluation(
             "target": target, "resize": resize, "crop": crop, "seed": seed,
             "labels": labels if target == "label" else None,
         })
-    module = EvaluationModule(quality_model, classifier, attribution_factory, writer, settings, normalizer,
-                              clean_cache=clean_cache)
+    module = EvaluationModule(
+        quality_model, classifier, attribution_factory, writer, settings, normalizer, clean_cache=clean_cache,
+        quality_attribution_factory=quality_attribution_factory if quality_saliency != "local" else None,
+    )
     data = PairData(dataset, batch_size=batch_size, num_workers=num_workers,
                     pin_memory=trainer.accelerator.__class__.__name__ != "CPUAccelerator", indices=todo)
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -178,6 +183,8 @@ def run_evaluation(
         "seed": seed,
         "attribution": attribution_name,
         "attribution_target": target,
+        "quality_saliency": quality_saliency,
+        "quality_map": quality_map,
         "n_images": len(rows),
         "n_skipped": len(skipped),
         "label_source": label_source,

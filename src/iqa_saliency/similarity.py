@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .errors import ConfigError
+
 EPS = 2.2204e-16  # the MIT saliency benchmark's epsilon
+QUALITY_MAPS = ("raw", "inverted", "drop")
 
 
 def pool_to_grid(maps: torch.Tensor, grid: int) -> torch.Tensor:
@@ -61,6 +64,22 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 SIMILARITY_METRICS = {"cc": pearson_cc, "sim": histogram_sim, "kld": kld, "spearman": spearman}
+
+
+def check_quality_map(kind: str) -> None:
+    """Raise ConfigError unless `kind` is a known quality-map variant."""
+    if kind not in QUALITY_MAPS:
+        raise ConfigError(f"similarity.quality_map={kind!r} is not valid. Use one of: {', '.join(QUALITY_MAPS)}.")
+
+
+def select_quality_map(kind: str, local: torch.Tensor, local_clean: torch.Tensor) -> torch.Tensor:
+    """The local quality map to compare: raw scores, 100 − score (where quality is bad), or clean − corrupted."""
+    check_quality_map(kind)
+    if kind == "inverted":
+        return 100.0 - local
+    if kind == "drop":
+        return local_clean - local
+    return local
 
 
 def compare_maps(quality: torch.Tensor, attribution: torch.Tensor) -> dict[str, torch.Tensor]:

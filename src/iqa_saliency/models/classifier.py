@@ -15,6 +15,7 @@ from .weights import (
     WeightsIdentity,
     extract_state_dict,
     fetch_weights,
+    is_url,
     load_checkpoint_file,
     load_matching_state_dict,
 )
@@ -169,3 +170,13 @@ def _output_size(state: dict[str, torch.Tensor]) -> int:
         raise UserError("The checkpoint has no linear layer to read the class count from. "
                         "Set classifier.checkpoint=PATH to a classifier's state_dict.")
     return int(weights[-1].shape[0])
+
+
+def read_checkpoint_meta(checkpoint: str | None, override: str = "classifier.checkpoint") -> dict[str, Any] | None:
+    """The train.py metadata of a local checkpoint file (None for URLs, plain state_dicts or no checkpoint)."""
+    if not checkpoint or is_url(str(checkpoint)):
+        return None
+    path, _ = fetch_weights(str(checkpoint), None, override)
+    obj = load_checkpoint_file(path, override)
+    meta = obj.get(CHECKPOINT_META_KEY) if isinstance(obj, dict) else None
+    return dict(meta) if isinstance(meta, dict) else None

@@ -82,6 +82,8 @@ class PaQ2PiQ(nn.Module):
     forward returns (B, 1 + grid²): column 0 the global score, the rest the local scores row-major.
     """
 
+    attribution_layer = "body.7"  # the last residual stage (ResNet18's layer4), explained by layer methods
+
     def __init__(self, grid: int = GRID, fast_pool: bool = True) -> None:
         super().__init__()
         self.grid = grid
