@@ -99,3 +99,22 @@ def test_two_process_ddp_equals_one_process(tmp_path, monkeypatch):
     assert "4 of 5 images already done" in proc.stdout + proc.stderr
     assert (two / "per_image.csv").read_bytes() == (one / "per_image.csv").read_bytes()
     assert json.loads((two / "summary.json").read_text())["metrics"] == a["metrics"]
+
+
+@pytest.mark.slow
+def test_random_attribution_reruns_are_byte_identical(tmp_path):
+    """SmoothGrad and GradientSHAP draw noise: seeded, so a rerun writes the same bytes (rows and maps)."""
+    sweep = ["-m", "attribution=smoothgrad,gradient_shap", "corruption=gaussian_noise", "severity=2", *FAST,
+             "dataset.source.names=[chelsea,clock]", "dataset.resize=null", "dataset.crop=64", "figures=0",
+             "dataset.num_workers=0"]
+    for name in ("a", "b"):
+        proc = run_cli("evaluate.py", *sweep, f"hydra.sweep.dir={tmp_path / name}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted((tmp_path / "a").glob("*/per_image.csv"))
+    assert len(runs) == 2
+    for csv_a in runs:
+        other = tmp_path / "b" / csv_a.relative_to(tmp_path / "a")
+        assert csv_a.read_bytes() == other.read_bytes(), csv_a.parent.name
+        for npz in (csv_a.parent / "maps").glob("*.npz"):
+            a, b = np.load(npz), np.load(other.parent / "maps" / npz.name)
+            assert all(np.array_equal(a[k], b[k]) for k in a.files)
