@@ -57,7 +57,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                                                cfg.classifier.weights, seed=cfg.seed,
                                                checkpoint=cfg.classifier.checkpoint)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    filtered = select_images(source, selection, quality=lambda: instantiate(cfg.quality), report_dir=run_dir,
+    # the quality group also holds evaluate.py's attribution settings (saliency*), not arguments of the model
+    quality_cfg = {k: v for k, v in OmegaConf.to_container(cfg.quality, resolve=True).items()
+                   if not k.startswith("saliency")}
+    filtered = select_images(source, selection, quality=lambda: instantiate(quality_cfg), report_dir=run_dir,
                              resize=cfg.dataset.resize, crop=cfg.dataset.crop)
     if resume_meta:  # resuming on other images or classes would silently change what the run means
         replace(selection, split="train").check_against(resume_meta, cfg.ckpt_path)

@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         results = run_scaling(args) if args.scaling else run_benchmark(args)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     return 0
 
 
