@@ -20,8 +20,9 @@ def test_benchmark_runs_on_a_tiny_setting(tmp_path):
     assert "pipeline / per-image loop:" in proc.stdout
     results = json.loads(out.read_text())
     names = [t["name"] for t in results["timings"]]
-    assert names[0].startswith("per-image loop") and "pipeline end to end" in names
-    assert any(n.startswith("models only") for n in names)
+    assert names[0].startswith("per-image loop") and "pipeline end to end (clean pass included)" in names
+    assert any(n.startswith("models only, corrupted") for n in names)
+    assert results["ratio_sweep_pipeline_vs_loop"] > 0 and results["warm_cache_fraction_of_models_only"] > 0
     assert results["ratio_pipeline_vs_loop"] > 0 and results["memory"]["rss_mib"] > 0
 
 

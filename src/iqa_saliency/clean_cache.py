@@ -21,7 +21,7 @@ def cache_key(parts: dict[str, Any]) -> str:
 
 
 class CleanCache:
-    """One folder per (models, attribution, preprocessing) key; one compressed .npz per image.
+    """One folder per (models, attribution, preprocessing) key; one .npz per image.
 
     Entries are written atomically, so parallel jobs of a sweep can share the folder safely.
     """
@@ -58,7 +58,7 @@ class CleanCache:
     def put(self, image_id: str, **arrays: np.ndarray) -> None:
         """Store one image's clean outputs."""
         data = {k: np.asarray(arrays[k]) for k in CLEAN_FIELDS}
-        atomic_write(self._path(image_id), lambda fh: np.savez_compressed(fh, **data))
+        atomic_write(self._path(image_id), lambda fh: np.savez(fh, **data), durable=False)
 
     def stats(self) -> dict[str, Any]:
         return {"dir": str(self.dir), "hits": self.hits, "misses": self.misses}

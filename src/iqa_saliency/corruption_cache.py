@@ -42,5 +42,5 @@ class CachedCorruption:
             except (OSError, ValueError):
                 pass  # unreadable entry: recompute and overwrite
         out = apply_corruption(image, name, severity, seed)
-        atomic_write(path, lambda fh: np.save(fh, out, allow_pickle=False))
+        atomic_write(path, lambda fh: np.save(fh, out, allow_pickle=False), durable=False)
         return out

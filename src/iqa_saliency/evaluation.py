@@ -152,8 +152,16 @@ class EvaluationModule(pl.LightningModule):
         for group in group_by_shape(batch["items"]):
             self._evaluate(group)
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Keep the batch on the host: images are stacked per size group first and copied once (`_to_float`);
+        the per-item tensors also feed the CPU-side writing."""
+        return batch
+
     def _to_float(self, key: str, items: list[dict[str, Any]]) -> torch.Tensor:
-        stacked = torch.stack([it[key] for it in items]).to(self.device, non_blocking=True)
+        stacked = torch.stack([it[key] for it in items])
+        if self.device.type == "cuda":
+            stacked = stacked.pin_memory()
+        stacked = stacked.to(self.device, non_blocking=True)
         fmt = torch.channels_last if self.settings.channels_last else torch.contiguous_format
         return stacked.float().div_(255.0).contiguous(memory_format=fmt)
 
@@ -238,8 +246,9 @@ class EvaluationModule(pl.LightningModule):
         computed = {k: v[: len(miss)] for k, v in out.items()}
         if self.clean_cache is None:
             return computed
+        host = {k: v.cpu().numpy() for k, v in computed.items()}
         for j, i in enumerate(miss):
-            self.clean_cache.put(items[i]["image_id"], **{k: v[j].cpu().numpy() for k, v in computed.items()})
+            self.clean_cache.put(items[i]["image_id"], **{k: v[j] for k, v in host.items()})
         if len(miss) == len(items):
             return computed
         position = {i: j for j, i in enumerate(miss)}

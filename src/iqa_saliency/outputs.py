@@ -10,6 +10,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None], durable: bool = True) -> None:
     """Write through a temporary file in the same folder, then rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,7 +46,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:  # survive a power cut too; the rename alone already protects against a crash
+                os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; final files get the usual mode
         os.replace(tmp, path)
     except BaseException:
@@ -88,10 +90,36 @@ def check_writable(folder: str | os.PathLike) -> None:
 class RunWriter:
     """Writes one run folder; each process streams its rows to its own part file."""
 
-    def __init__(self, run_dir: str | os.PathLike, rank: int = 0, columns: list[str] | None = None) -> None:
+    def __init__(self, run_dir: str | os.PathLike, rank: int = 0, columns: list[str] | None = None,
+                 background_writes: int = 0) -> None:
         self.run_dir = Path(run_dir)
         self.rank = rank
         self.columns = columns or list(PER_IMAGE_COLUMNS)
+        self.background_writes = background_writes
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pool": None, "_pending": []}
+
+    def _submit(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run a per-image write now, or in a writer thread so the models keep working meanwhile."""
+        if not self.background_writes:
+            fn(*args)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.background_writes, thread_name_prefix="run-writer")
+        self._pending.append(self._pool.submit(fn, *args))
+        if len(self._pending) > 1024:  # bound the memory held by queued arrays
+            self._pending.pop(0).result()
+
+    def wait(self) -> None:
+        """Block until every queued write is on disk; re-raise the first error."""
+        pending, self._pending = self._pending, []
+        errors = [f.exception() for f in pending]
+        for error in errors:
+            if error is not None:
+                raise error
 
     def part_path(self, name: str, rank: int | None = None) -> Path:
         return self.run_dir / f".{name}.part{self.rank if rank is None else rank}"
@@ -121,11 +149,12 @@ class RunWriter:
     def save_maps(self, relpath: str, **arrays: np.ndarray) -> None:
         """One .npz of float32 maps, written atomically."""
         data = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
-        atomic_write(self.run_dir / relpath, lambda fh: np.savez(fh, **data))
+        self._submit(atomic_write, self.run_dir / relpath, lambda fh: np.savez(fh, **data), False)
 
     def save_png(self, relpath: str, image: np.ndarray) -> None:
         """A lossless PNG of an HxWx3 uint8 image, written atomically."""
-        atomic_write(self.run_dir / relpath, lambda fh: Image.fromarray(image).save(fh, format="PNG"))
+        self._submit(atomic_write, self.run_dir / relpath,
+                     lambda fh: Image.fromarray(image).save(fh, format="PNG"), False)
 
     def parts(self, name: str) -> list[Path]:
         """Every process's part file of `name` (also those of an earlier, interrupted run)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -131,7 +132,7 @@ def run_evaluation(
     labels, label_source = map_labels(source, classifier)
     check_target(target, labels)
     quality_model, quality_weights = quality
-    writer = RunWriter(run_dir)
+    writer = RunWriter(run_dir, background_writes=4)
     todo = start_run(writer, len(source), resume, config)
     corrupt_fn = CachedCorruption(corruption_cache_dir) if corruption_cache_dir else apply_corruption
     dataset = CorruptedPairs(source, corruption, severity, seed, resize=resize, crop=crop, labels=labels,
@@ -156,8 +157,11 @@ def run_evaluation(
     try:
         if todo:
             trainer.test(module, datamodule=data, verbose=False)
+        writer.wait()
         trainer.strategy.barrier()
     except BaseException as exc:  # Ctrl-C, SIGTERM (see evaluate.py) or an error: keep what was computed
+        with contextlib.suppress(Exception):
+            writer.wait()  # maps already queued are finished; a row without its maps is redone on resume
         if launch_rank() == 0:
             interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
             writer.write_status("interrupted" if interrupted else "failed", reason=f"{type(exc).__name__}: {exc}",
