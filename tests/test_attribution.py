@@ -294,5 +294,13 @@ def test_every_method_on_gpu_matches_cpu(name, samples, monkeypatch):
     want = build_attribution(name, cpu_model).attribute(_grad_input(samples), target)
     got = build_attribution(name, gpu_model).attribute(_grad_input(samples.cuda()), target.cuda()).cpu()
     assert got.shape == want.shape and torch.isfinite(got).all()
-    if name not in ("smoothgrad", "gradient_shap"):  # their noise comes from the device's own generator
+    if name in ("smoothgrad", "gradient_shap"):  # their noise comes from the device's own generator
+        return
+    if name in ("gradcam", "layer_cam", "gradcam_plus_plus", "guided_gradcam", "occlusion"):
         torch.testing.assert_close(got, want, rtol=1e-2, atol=1e-3 * float(want.abs().max()))
+    else:
+        # input gradients pass ReLU and max-pool switches, where last-bit differences between cuDNN and the CPU
+        # kernels flip single pixels: compare the maps as wholes
+        from iqa_saliency.similarity import pearson_cc
+
+        assert float(pearson_cc(got, want).min()) > 0.98
