@@ -246,12 +246,16 @@ def machine(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+def _execution(args: argparse.Namespace) -> tuple[torch.device, str, int, str]:
+    """Device, Lightning accelerator, DataLoader workers and Lightning precision from the command line."""
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
-    accelerator = "gpu" if device.type == "cuda" else "cpu"
     workers = args.workers if args.workers >= 0 else min(os.cpu_count() or 1, 16)
-    precision = "bf16-mixed" if args.bf16 else "32-true"
+    return device, "gpu" if device.type == "cuda" else "cpu", workers, "bf16-mixed" if args.bf16 else "32-true"
+
+
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    device, accelerator, workers, precision = _execution(args)
     models = Models(device, args.method, channels_last=args.channels_last)
     source = CycledSamples(args.images)
     results: dict[str, Any] = {"config": vars(args), "machine": machine(device), "timings": []}
@@ -311,7 +315,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 def compare_bf16(args: argparse.Namespace) -> dict[str, Any]:
     """How far bf16 autocast (+ channels_last) moves the outputs from fp32, on the same images."""
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = _execution(args)[0]
     fp32 = Models(device, args.method)
     fast = Models(device, args.method, channels_last=True)
     fast.quality.load_state_dict(fp32.quality.state_dict())
@@ -349,11 +353,7 @@ def compare_bf16(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_scaling(args: argparse.Namespace) -> dict[str, Any]:
     """Pipeline time against the number of images and against image size (should be linear in both)."""
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    accelerator = "gpu" if device.type == "cuda" else "cpu"
-    workers = args.workers if args.workers >= 0 else min(os.cpu_count() or 1, 16)
-    precision = "bf16-mixed" if args.bf16 else "32-true"
+    device, accelerator, workers, precision = _execution(args)
     rows = []
     print(f"machine: {machine(device)}", flush=True)
     for n in [int(v) for v in args.scaling_images.split(",")]:
