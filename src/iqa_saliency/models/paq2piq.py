@@ -84,7 +84,7 @@ class PaQ2PiQ(nn.Module):
 
     attribution_layer = "body.7"  # the last residual stage (ResNet18's layer4), explained by layer methods
 
-    def __init__(self, grid: int = GRID, fast_pool: bool = True) -> None:
+    def __init__(self, grid: int = GRID, fast_pool: bool | None = None) -> None:
         super().__init__()
         self.grid = grid
         self.fast_pool = fast_pool
@@ -115,7 +115,8 @@ class PaQ2PiQ(nn.Module):
         batch, _, height, width = x.shape
         feats = self.body(x)
         n = 1 + self.grid * self.grid
-        if self.fast_pool:
+        # Both paths give the same numbers; on the CPU torchvision's roi_pool kernel is the faster one.
+        if self.fast_pool or (self.fast_pool is None and x.is_cuda):
             pooled = self.grid_pool(height, width, feats.shape[-2], feats.shape[-1])(feats)
         else:
             boxes = self.rois(height, width, x.device).to(feats.dtype)
@@ -236,27 +237,42 @@ class GridRoIPool(nn.Module):
     """RoIPool for boxes fixed per image size, without building RoIs per image: exact, and batched.
 
     Each bin is a max over a fixed rectangle of the feature map. Rectangles of one size are read off a
-    stride-1 max-pool of that size, so a whole batch needs one max-pool per distinct rectangle size.
+    stride-1 max-pool of that size, so a whole batch needs one max-pool per distinct rectangle size and
+    then a single gather of every bin.
     """
 
     def __init__(self, bins: torch.Tensor) -> None:
         super().__init__()
         self.n_rois, self.ph, self.pw = bins.shape[:3]
         rects = bins.reshape(-1, 4)
-        self.groups: list[tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         sizes = torch.stack([rects[:, 1] - rects[:, 0], rects[:, 3] - rects[:, 2]], dim=1)
-        self.empty = (sizes <= 0).any(dim=1)
-        for h, w in torch.unique(sizes[~self.empty], dim=0).tolist():
-            members = torch.nonzero((sizes[:, 0] == h) & (sizes[:, 1] == w) & ~self.empty).flatten()
-            self.groups.append((h, w, members, rects[members, 0], rects[members, 2]))
+        empty = (sizes <= 0).any(dim=1)
+        self.sizes: list[tuple[int, int]] = [tuple(v) for v in torch.unique(sizes[~empty], dim=0).tolist()]
+        self.rects = rects
+        self.empty = empty
+        self._index: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+    def _flat_index(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """Per bin, its position in the concatenation of the flattened max-pool maps (+ a zero column)."""
+        key = (height, width, device)
+        if key not in self._index:
+            index = torch.empty(len(self.rects), dtype=torch.long)
+            offset = 0
+            sizes = torch.stack([self.rects[:, 1] - self.rects[:, 0], self.rects[:, 3] - self.rects[:, 2]], dim=1)
+            for h, w in self.sizes:
+                out_w = width - w + 1
+                members = (sizes[:, 0] == h) & (sizes[:, 1] == w) & ~self.empty
+                index[members] = offset + self.rects[members, 0] * out_w + self.rects[members, 2]
+                offset += (height - h + 1) * out_w
+            index[self.empty] = offset  # the zero column: an empty bin pools to 0, as in torchvision
+            self._index[key] = index.to(device)
+        return self._index[key]
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) features -> (B * R, C, ph, pw), ordered like torchvision.ops.roi_pool's output."""
-        batch, channels = feats.shape[:2]
-        out = feats.new_zeros(batch, channels, self.n_rois * self.ph * self.pw)
-        for h, w, members, y0, x0 in self.groups:
-            maxima = F.max_pool2d(feats, (h, w), stride=1)
-            dev = feats.device
-            out[:, :, members.to(dev)] = maxima[:, :, y0.to(dev), x0.to(dev)]
-        out = out.view(batch, channels, self.n_rois, self.ph, self.pw).permute(0, 2, 1, 3, 4)
+        batch, channels, height, width = feats.shape
+        maps = [F.max_pool2d(feats, (h, w), stride=1).flatten(2) for h, w in self.sizes]
+        maps.append(feats.new_zeros(batch, channels, 1))
+        gathered = torch.cat(maps, dim=2).index_select(2, self._flat_index(height, width, feats.device))
+        out = gathered.view(batch, channels, self.n_rois, self.ph, self.pw).permute(0, 2, 1, 3, 4)
         return out.reshape(batch * self.n_rois, channels, self.ph, self.pw)
