@@ -63,6 +63,52 @@ def reference_forward(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.
     return torch.stack(outputs)
 
 
+@pytest.mark.parametrize("fast_pool", [False, True])
+@pytest.mark.parametrize(("height", "width"), [(224, 224), (256, 341), (97, 131), (33, 32)])
+def test_forward_matches_reference_at_many_sizes(fast_pool, height, width):
+    """Eval mode scores each distinct set of pooled features once; every box must still get its own score."""
+    model = _random_model(3)
+    model.fast_pool = fast_pool
+    torch.manual_seed(height)
+    x = torch.rand(2, 3, height, width)
+    with torch.no_grad():
+        out = model(x)
+    torch.testing.assert_close(out, reference_forward(model.state_dict(), x), atol=1e-5, rtol=1e-5)
+
+
+def test_boxes_that_share_a_score_pool_the_same_bins():
+    layout = _random_model().layout(224, 224, 7, 7)
+    assert len(layout.unique_rows) == 198 and len(layout.inverse) == 401
+    shared = layout.unique_rows[layout.inverse]
+    assert torch.equal(layout.bins[shared], layout.bins)  # each box's representative has its exact bins
+    assert shared[0] == 0 and torch.equal(layout.unique_rows, torch.sort(layout.unique_rows).values)
+    # Hand check, row 0: grid column j spans [0.35 j, 0.35 (j + 1)] feature cells, rounded to [0, 0], [0, 1],
+    # [1, 1], [1, 1], [1, 2] for j = 0..4, so only columns 2 and 3 (boxes 3 and 4) share a score.
+    assert shared[1:6].tolist() == [1, 2, 3, 3, 5]
+
+
+def test_training_mode_scores_every_box_for_batchnorm():
+    model = _random_model().train()
+    x = torch.rand(2, 3, 64, 64)
+    seen = []
+    hook = model.head[2].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    model(x)
+    hook.remove()
+    assert seen == [2 * 401]
+
+
+def test_bf16_autocast_on_cpu_pools_exactly_on_both_paths():
+    model = _random_model(4)
+    x = torch.rand(2, 3, 96, 96)
+    outs = []
+    for fast in (False, True):
+        model.fast_pool = fast
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            outs.append(model(x))
+    assert outs[0].dtype == torch.bfloat16
+    assert torch.equal(outs[0], outs[1])
+
+
 @pytest.mark.parametrize("fmt", ["official", "plain"])
 def test_checkpoint_formats_load_and_match_reference(tmp_path, fmt):
     state = _random_model().state_dict()

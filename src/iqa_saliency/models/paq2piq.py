@@ -101,37 +101,39 @@ class PaQ2PiQ(nn.Module):
             nn.Linear(512, 1),
         )
         self.roi_pool = RoIPool((2, 2), spatial_scale=1 / 32)
-        self._rois: dict[tuple[int, int, torch.device], torch.Tensor] = {}
-        self._pools: dict[tuple[int, int, int, int], GridRoIPool] = {}
-
-    def rois(self, height: int, width: int, device: torch.device) -> torch.Tensor:
-        """The boxes for one image size, built once and cached."""
-        key = (height, width, device)
-        if key not in self._rois:
-            self._rois[key] = block_rois(height, width, self.grid).to(device)
-        return self._rois[key]
+        self._layouts: dict[tuple[int, int, int, int], RoILayout] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape
         feats = self.body(x)
-        n = 1 + self.grid * self.grid
-        # Both paths give the same numbers; on the CPU torchvision's roi_pool kernel is the faster one.
+        layout = self.layout(height, width, feats.shape[-2], feats.shape[-1])
+        # In training the head's BatchNorm sees every box, so duplicates are kept; in eval each box is scored
+        # on its own and a box whose pooled features equal another's is scored once.
+        rows = layout.all_rows if self.training else layout.unique_rows
+        # Both pooling paths give the same numbers; on the CPU torchvision's roi_pool kernel is the faster one.
         if self.fast_pool or (self.fast_pool is None and x.is_cuda):
-            pooled = self.grid_pool(height, width, feats.shape[-2], feats.shape[-1])(feats)
+            pooled = layout.grid_pool(rows)(feats)
         else:
-            boxes = self.rois(height, width, x.device).to(feats.dtype)
-            # Rebuilt for whatever batch size arrives (attribution methods expand the batch).
-            index = torch.arange(batch, device=x.device, dtype=feats.dtype).repeat_interleave(n).unsqueeze(1)
-            pooled = self.roi_pool(feats, torch.cat([index, boxes.repeat(batch, 1)], dim=1))
-        return self.head(pooled).view(batch, n)
+            pooled = self._roi_pool(feats, layout.on(feats.device, "boxes", rows))
+        scores = self.head(pooled).view(batch, len(rows))
+        return scores if self.training else scores.index_select(1, layout.on(x.device, "inverse"))
 
-    def grid_pool(self, height: int, width: int, feat_h: int, feat_w: int) -> GridRoIPool:
-        """The exact RoIPool replacement for one input size, built once."""
+    def _roi_pool(self, feats: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """torchvision roi_pool with the same boxes for every image of the batch."""
+        batch, n = feats.shape[0], len(boxes)
+        # torchvision's CPU kernel has no bf16/fp16; a max commutes with rounding, so pooling in fp32 is exact.
+        work = feats if feats.dtype in (torch.float32, torch.float64) else feats.float()
+        index = torch.arange(batch, device=feats.device, dtype=work.dtype).repeat_interleave(n).unsqueeze(1)
+        pooled = self.roi_pool(work, torch.cat([index, boxes.to(work.dtype).repeat(batch, 1)], dim=1))
+        return pooled.to(feats.dtype)
+
+    def layout(self, height: int, width: int, feat_h: int, feat_w: int) -> RoILayout:
+        """The boxes and their pooling bins for one input size, built once."""
         key = (height, width, feat_h, feat_w)
-        if key not in self._pools:
-            boxes = block_rois(height, width, self.grid)
-            self._pools[key] = GridRoIPool(roipool_bins(boxes, feat_h, feat_w, self.roi_pool.spatial_scale))
-        return self._pools[key]
+        if key not in self._layouts:
+            self._layouts[key] = RoILayout(block_rois(height, width, self.grid), feat_h, feat_w,
+                                           self.roi_pool.spatial_scale)
+        return self._layouts[key]
 
     def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(global scores (B,), local maps (B, grid, grid)) from a forward output."""
@@ -276,3 +278,39 @@ class GridRoIPool(nn.Module):
         gathered = torch.cat(maps, dim=2).index_select(2, self._flat_index(height, width, feats.device))
         out = gathered.view(batch, channels, self.n_rois, self.ph, self.pw).permute(0, 2, 1, 3, 4)
         return out.reshape(batch * self.n_rois, channels, self.ph, self.pw)
+
+
+class RoILayout:
+    """The 1 + grid² boxes of one input size, their RoIPool bins, and which boxes pool identical features.
+
+    At 224 px the 7×7 feature map gives 401 boxes only 198 distinct sets of bins, so in eval mode the head
+    scores 198 rows per image and copies the results to the boxes that share them.
+    """
+
+    def __init__(self, boxes: torch.Tensor, feat_h: int, feat_w: int, spatial_scale: float) -> None:
+        self.boxes = boxes
+        self.bins = roipool_bins(boxes, feat_h, feat_w, spatial_scale)
+        _, self.inverse = torch.unique(self.bins.reshape(len(boxes), -1), dim=0, return_inverse=True)
+        first = torch.full((int(self.inverse.max()) + 1,), len(boxes), dtype=torch.long)
+        first.scatter_reduce_(0, self.inverse, torch.arange(len(boxes)), reduce="amin")
+        # Representatives in box order, so unique_rows[inverse] is the original box order.
+        order = torch.argsort(first)
+        self.unique_rows = first[order]
+        self.inverse = torch.argsort(order)[self.inverse]
+        self.all_rows = torch.arange(len(boxes))
+        self._pools: dict[int, GridRoIPool] = {}
+        self._on_device: dict[tuple[str, int, torch.device], torch.Tensor] = {}
+
+    def on(self, device: torch.device, name: str, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """`boxes[rows]` or `inverse` on a device, copied there once."""
+        key = (name, -1 if rows is None else len(rows), device)
+        if key not in self._on_device:
+            value = getattr(self, name)
+            self._on_device[key] = (value if rows is None else value[rows]).to(device)
+        return self._on_device[key]
+
+    def grid_pool(self, rows: torch.Tensor) -> GridRoIPool:
+        """A GridRoIPool for the given boxes (all of them, or unique_rows)."""
+        if len(rows) not in self._pools:
+            self._pools[len(rows)] = GridRoIPool(self.bins[rows])
+        return self._pools[len(rows)]
