@@ -87,6 +87,16 @@ def test_boxes_that_share_a_score_pool_the_same_bins():
     assert shared[1:6].tolist() == [1, 2, 3, 3, 5]
 
 
+def test_shared_scores_equal_scoring_every_box():
+    model = _random_model(5)
+    x = torch.rand(3, 3, 224, 224)
+    with torch.no_grad():
+        shared = model(x)
+        model.share_scores = False
+        plain = model(x)
+    torch.testing.assert_close(shared, plain, rtol=1e-6, atol=1e-6)
+
+
 def test_training_mode_scores_every_box_for_batchnorm():
     model = _random_model().train()
     x = torch.rand(2, 3, 64, 64)

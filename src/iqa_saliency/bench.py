@@ -80,9 +80,11 @@ def timed(name: str, images: int, fn: Callable[[], Any], device: torch.device) -
 class Models:
     """The three models of an evaluation, on one device."""
 
-    def __init__(self, device: torch.device, method: str, channels_last: bool = False) -> None:
+    def __init__(self, device: torch.device, method: str, channels_last: bool = False, plain: bool = False) -> None:
         self.device = device
         self.quality = load_paq2piq(pretrained=False)[0].to(device)
+        if plain:  # the study's PaQ-2-PiQ: torchvision roi_pool over all 401 boxes, each box scored
+            self.quality.fast_pool, self.quality.share_scores = False, False
         self.classifier = load_classifier(pretrained=False)
         self.clf = self.classifier.model.to(device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -273,8 +275,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         return t
 
     print(f"machine: {results['machine']}", flush=True)
-    # The baseline is the study's loop as it was: fp32, contiguous tensors, batch 1.
-    plain = Models(device, args.method) if args.channels_last else models
+    # The baseline is the study's loop as it was: fp32, contiguous tensors, batch 1, every box scored.
+    plain = Models(device, args.method, plain=True)
     baseline_loop(plain, source, 2, args.corruption, args.severity, args.size)  # warm-up
     n_base = min(args.images, args.baseline_images)
     base = add(timed("per-image loop (the original study's, batch 1, fp32)", n_base,

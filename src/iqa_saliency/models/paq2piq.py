@@ -84,10 +84,11 @@ class PaQ2PiQ(nn.Module):
 
     attribution_layer = "body.7"  # the last residual stage (ResNet18's layer4), explained by layer methods
 
-    def __init__(self, grid: int = GRID, fast_pool: bool | None = None) -> None:
+    def __init__(self, grid: int = GRID, fast_pool: bool | None = None, share_scores: bool = True) -> None:
         super().__init__()
         self.grid = grid
         self.fast_pool = fast_pool
+        self.share_scores = share_scores
         self.body = nn.Sequential(*list(resnet18(weights=None).children())[:-2])
         self.head = nn.Sequential(
             AdaptiveConcatPool2d(),
@@ -107,16 +108,17 @@ class PaQ2PiQ(nn.Module):
         batch, _, height, width = x.shape
         feats = self.body(x)
         layout = self.layout(height, width, feats.shape[-2], feats.shape[-1])
-        # In training the head's BatchNorm sees every box, so duplicates are kept; in eval each box is scored
-        # on its own and a box whose pooled features equal another's is scored once.
-        rows = layout.all_rows if self.training else layout.unique_rows
+        # In eval each box is scored on its own, so a box whose pooled features equal another's is scored once;
+        # in training the head's BatchNorm sees every box, so all are kept.
+        shared = self.share_scores and not self.training
+        rows = layout.unique_rows if shared else layout.all_rows
         # Both pooling paths give the same numbers; on the CPU torchvision's roi_pool kernel is the faster one.
         if self.fast_pool or (self.fast_pool is None and x.is_cuda):
             pooled = layout.grid_pool(rows)(feats)
         else:
             pooled = self._roi_pool(feats, layout.on(feats.device, "boxes", rows))
         scores = self.head(pooled).view(batch, len(rows))
-        return scores if self.training else scores.index_select(1, layout.on(x.device, "inverse"))
+        return scores.index_select(1, layout.on(x.device, "inverse")) if shared else scores
 
     def _roi_pool(self, feats: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """torchvision roi_pool with the same boxes for every image of the batch."""
