@@ -104,6 +104,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             target=cfg.attribution.target,
             n_figures=cfg.figures,
             save_images=cfg.dataset.save_images,
+            save_maps=cfg.save_maps,
             config=config,
             resume=cfg.resume,
             clean_cache_dir=clean_cache_dir,

@@ -87,6 +87,20 @@ def test_saved_images_equal_backend_and_reruns_are_identical(tmp_path):
 
 
 @pytest.mark.slow
+def test_run_without_maps_has_the_same_rows(tmp_path):
+    args = ["corruption=contrast", "severity=3", *FAST, "dataset.source.names=[chelsea,coffee]", "figures=1"]
+    with_maps, without = tmp_path / "with", tmp_path / "without"
+    for run, extra in ((with_maps, []), (without, ["save_maps=false"])):
+        proc = run_cli("evaluate.py", *args, *extra, f"hydra.run.dir={run}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = read_rows(with_maps), read_rows(without)
+    assert [r["maps"] for r in b] == ["", ""] and all(r["maps"].endswith(".npz") for r in a)
+    assert [{k: v for k, v in r.items() if k != "maps"} for r in a] == [
+        {k: v for k, v in r.items() if k != "maps"} for r in b]
+    assert not (without / "maps").exists() and len(list((without / "figures").glob("*.png"))) == 1
+
+
+@pytest.mark.slow
 def test_random_corruption_reruns_identical(tmp_path):
     args = ["corruption=gaussian_noise", "severity=4", *FAST, "dataset.source.names=[rocket,clock]"]
     outs = []

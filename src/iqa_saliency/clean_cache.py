@@ -41,21 +41,30 @@ class CleanCache:
         stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)[-60:]
         return self.dir / f"{stem}-{digest}.npz"
 
-    def get(self, image_id: str) -> dict[str, np.ndarray] | None:
-        """The cached clean outputs of one image, or None (counted as a miss)."""
+    def read(self, image_id: str) -> dict[str, np.ndarray] | None:
+        """The cached clean outputs of one image, or None; not counted (DataLoader workers call this)."""
         path = self._path(image_id)
         if path.exists():
             try:
                 with np.load(path, allow_pickle=False) as data:
-                    entry = {k: data[k] for k in CLEAN_FIELDS}
-                self.hits += 1
-                return entry
+                    return {k: data[k] for k in CLEAN_FIELDS}
             except (OSError, ValueError, KeyError):
                 pass  # an unreadable entry is recomputed and rewritten
-        self.misses += 1
         return None
 
-    def put(self, image_id: str, **arrays: np.ndarray) -> None:
+    def count(self, entries: list[dict[str, np.ndarray] | None]) -> None:
+        """Count looked-up entries as hits (found) or misses (None)."""
+        found = sum(entry is not None for entry in entries)
+        self.hits += found
+        self.misses += len(entries) - found
+
+    def get(self, image_id: str) -> dict[str, np.ndarray] | None:
+        """The cached clean outputs of one image, or None (counted as a miss)."""
+        entry = self.read(image_id)
+        self.count([entry])
+        return entry
+
+    def put(self, image_id: str, arrays: dict[str, np.ndarray]) -> None:
         """Store one image's clean outputs."""
         data = {k: np.asarray(arrays[k]) for k in CLEAN_FIELDS}
         atomic_write(self._path(image_id), lambda fh: np.savez(fh, **data), durable=False)

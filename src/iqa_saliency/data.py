@@ -209,6 +209,7 @@ class CorruptedPairs(Dataset):
         crop: int | None = 224,
         labels: Sequence[int] | None = None,
         corrupt_fn: Callable[[np.ndarray, str, int, int], np.ndarray] = apply_corruption,
+        cached_clean: Callable[[str], Any] | None = None,
     ) -> None:
         self.source = source
         self.corruption = corruption
@@ -218,6 +219,8 @@ class CorruptedPairs(Dataset):
         self.crop = crop
         self.labels = list(labels) if labels is not None else [r.label for r in source.records]
         self.corrupt_fn = corrupt_fn
+        # image id -> the clean pass's cached outputs or None; read here, in the workers, not in the main process
+        self.cached_clean = cached_clean
 
     def __len__(self) -> int:
         return len(self.source.records)
@@ -239,6 +242,8 @@ class CorruptedPairs(Dataset):
             return item
         item["clean"] = torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1)
         item["corrupted"] = torch.from_numpy(np.ascontiguousarray(corrupted)).permute(2, 0, 1)
+        if self.cached_clean is not None:
+            item["cached_clean"] = self.cached_clean(record.image_id)
         return item
 
 

@@ -94,6 +94,7 @@ class EvaluationSettings:
     method_title: str = "gradcam"
     channels_last: bool = False  # NHWC memory format for both models (faster with cuDNN, esp. bf16)
     quality_map: str = "raw"  # similarity.quality_map: raw | inverted | drop
+    save_maps: bool = True  # False: per_image.csv only, no maps/*.npz (a large grid's maps fill disks)
 
 
 def group_by_shape(items: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -188,7 +189,12 @@ class EvaluationModule(pl.LightningModule):
         labels = torch.tensor([it["label"] for it in items], device=self.device)
         # Clean outputs come from the sweep's cache where present; the rest of the clean images and all
         # corrupted ones go through the models together, in one pass.
-        cached = [self.clean_cache.get(it["image_id"]) if self.clean_cache else None for it in items]
+        cached: list[dict[str, np.ndarray] | None] = [None] * n
+        if self.clean_cache:
+            # read by the DataLoader workers where the dataset does it (CorruptedPairs(cached_clean=...))
+            cached = [it["cached_clean"] if "cached_clean" in it else self.clean_cache.read(it["image_id"])
+                      for it in items]
+            self.clean_cache.count(cached)
         miss = [i for i, entry in enumerate(cached) if entry is None]
         inputs, input_labels = [], []
         if miss:
@@ -247,18 +253,23 @@ class EvaluationModule(pl.LightningModule):
         if self.clean_cache is None:
             return computed
         host = {k: v.cpu().numpy() for k, v in computed.items()}
-        for j, i in enumerate(miss):
-            self.clean_cache.put(items[i]["image_id"], **{k: v[j] for k, v in host.items()})
+        for j, i in enumerate(miss):  # written by the writer's threads; the run waits for them before it ends
+            self.writer.submit(self.clean_cache.put, items[i]["image_id"], {k: v[j] for k, v in host.items()})
         if len(miss) == len(items):
             return computed
-        position = {i: j for j, i in enumerate(miss)}
-        return {
-            key: torch.stack([
-                computed[key][position[i]] if i in position else torch.from_numpy(cached[i][key]).to(self.device)
-                for i in range(len(items))
-            ])
-            for key in CLEAN_FIELDS
-        }
+        hit = [i for i, entry in enumerate(cached) if entry is not None]
+        merged = {}
+        for key in CLEAN_FIELDS:
+            # one host-to-device copy per field for the whole batch
+            from_cache = torch.from_numpy(np.stack([cached[i][key] for i in hit])).to(self.device, non_blocking=True)
+            if not miss:
+                merged[key] = from_cache
+                continue
+            both = torch.empty((len(items), *from_cache.shape[1:]), dtype=from_cache.dtype, device=self.device)
+            both[hit] = from_cache
+            both[miss] = computed[key].to(from_cache.dtype)
+            merged[key] = both
+        return merged
 
     def _write(self, items, values, pred, clean_pred, qmap, attr, extra_maps) -> None:  # noqa: ANN001
         s = self.settings
@@ -270,9 +281,10 @@ class EvaluationModule(pl.LightningModule):
         rows = []
         for i, it in enumerate(items):
             stem = f"{it['index']:06d}_{safe_name(it['image_id'])}"
-            maps_rel = f"maps/{stem}.npz"
-            self.writer.save_maps(maps_rel, quality_map=qmap_np[i], attribution=attr_np[i],
-                                  **{k: v[i] for k, v in extra_np.items()})
+            maps_rel = f"maps/{stem}.npz" if s.save_maps else ""
+            if s.save_maps:
+                self.writer.save_maps(maps_rel, quality_map=qmap_np[i], attribution=attr_np[i],
+                                      **{k: v[i] for k, v in extra_np.items()})
             label = int(it["label"])
             norm = float(cpu["mos_normalized"][i])
             row = {

@@ -102,7 +102,7 @@ class RunWriter:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_pool": None, "_pending": []}
 
-    def _submit(self, fn: Callable[..., None], *args: Any) -> None:
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
         """Run a per-image write now, or in a writer thread so the models keep working meanwhile."""
         if not self.background_writes:
             fn(*args)
@@ -149,11 +149,11 @@ class RunWriter:
     def save_maps(self, relpath: str, **arrays: np.ndarray) -> None:
         """One .npz of float32 maps, written atomically."""
         data = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
-        self._submit(atomic_write, self.run_dir / relpath, lambda fh: np.savez(fh, **data), False)
+        self.submit(atomic_write, self.run_dir / relpath, lambda fh: np.savez(fh, **data), False)
 
     def save_png(self, relpath: str, image: np.ndarray) -> None:
         """A lossless PNG of an HxWx3 uint8 image, written atomically."""
-        self._submit(atomic_write, self.run_dir / relpath,
+        self.submit(atomic_write, self.run_dir / relpath,
                      lambda fh: Image.fromarray(image).save(fh, format="PNG"), False)
 
     def parts(self, name: str) -> list[Path]:

@@ -110,6 +110,7 @@ def run_evaluation(
     target: str = "pred",
     n_figures: int = 8,
     save_images: bool = False,
+    save_maps: bool = True,
     config: dict[str, Any] | None = None,
     normalizer: ScoreNormalizer | None = None,
     clean_cache_dir: str | Path | None = None,
@@ -134,11 +135,8 @@ def run_evaluation(
     quality_model, quality_weights = quality
     writer = RunWriter(run_dir, background_writes=4)
     todo = start_run(writer, len(source), resume, config)
-    corrupt_fn = CachedCorruption(corruption_cache_dir) if corruption_cache_dir else apply_corruption
-    dataset = CorruptedPairs(source, corruption, severity, seed, resize=resize, crop=crop, labels=labels,
-                             corrupt_fn=corrupt_fn)
     settings = EvaluationSettings(corruption, severity, target, n_figures, save_images, attribution_name,
-                                  channels_last, quality_map)
+                                  channels_last, quality_map, save_maps)
     clean_cache = None
     if clean_cache_dir is not None:
         clean_cache = CleanCache(clean_cache_dir, {
@@ -147,6 +145,9 @@ def run_evaluation(
             "target": target, "resize": resize, "crop": crop, "seed": seed,
             "labels": labels if target == "label" else None,
         })
+    corrupt_fn = CachedCorruption(corruption_cache_dir) if corruption_cache_dir else apply_corruption
+    dataset = CorruptedPairs(source, corruption, severity, seed, resize=resize, crop=crop, labels=labels,
+                             corrupt_fn=corrupt_fn, cached_clean=clean_cache.read if clean_cache else None)
     module = EvaluationModule(
         quality_model, classifier, attribution_factory, writer, settings, normalizer, clean_cache=clean_cache,
         quality_attribution_factory=quality_attribution_factory if quality_saliency != "local" else None,
