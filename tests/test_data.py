@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import make_image
 from PIL import Image
 
@@ -74,6 +75,28 @@ def test_pairs_and_unreadable_file(tmp_path):
     batch = collate_pairs([ds[0], ds[1]])
     assert [it["image_id"] for it in batch["skipped"]] == ["bad.jpg"]
     assert "UnidentifiedImageError" in batch["skipped"][0]["error"]
-    good = batch["items"][0]
-    assert good["clean"].shape == (3, 64, 64) and good["clean"].dtype.is_floating_point is False
-    assert not np.array_equal(good["clean"].numpy(), good["corrupted"].numpy())
+    (group,) = batch["groups"]
+    assert [it["image_id"] for it in group["items"]] == ["good.png"]
+    assert group["clean"].shape == (1, 3, 64, 64) and group["clean"].dtype == torch.uint8
+    assert not np.array_equal(group["clean"].numpy(), group["corrupted"].numpy())
+
+
+def test_collate_stacks_each_image_size_and_the_cache_lookups():
+    def item(index, size, cached):
+        image = torch.full((3, *size), index, dtype=torch.uint8)
+        return {"index": index, "image_id": f"im{index}", "label": index, "clean": image, "corrupted": image + 1,
+                "cached_clean": cached}
+
+    entry = {"q_global": np.float32(2.5), "q_local": np.ones((20, 20), np.float32),
+             "probs": np.full(10, 0.1, np.float32), "attribution": np.full((8, 6), 3.0, np.float32)}
+    batch = collate_pairs([item(0, (8, 6), None), item(1, (4, 4), None), item(2, (8, 6), entry),
+                           {"index": 3, "image_id": "bad", "label": 0, "error": "OSError: broken"}])
+    assert [it["image_id"] for it in batch["skipped"]] == ["bad"]
+    big, small = batch["groups"]
+    assert [it["index"] for it in big["items"]] == [0, 2] and [it["index"] for it in small["items"]] == [1]
+    assert set(big["items"][0]) == {"index", "image_id", "label"}  # the pixels travel stacked, once
+    assert big["clean"].shape == (2, 3, 8, 6) and torch.equal(big["corrupted"][1], torch.full((3, 8, 6), 3))
+    cached = big["cached_clean"]
+    assert cached["found"].tolist() == [False, True]
+    assert cached["q_global"].tolist() == [0.0, 2.5] and torch.equal(cached["attribution"][1], torch.full((8, 6), 3.0))
+    assert small["cached_clean"]["found"].tolist() == [False] and "probs" not in small["cached_clean"]

@@ -137,9 +137,9 @@ def load_pairs(dataset: CorruptedPairs, batch_size: int, workers: int) -> list[d
 
 def _stack(batch: dict[str, Any], device: torch.device, keys: tuple[str, ...] = ("clean", "corrupted")
            ) -> tuple[torch.Tensor, int]:
-    items = batch["items"]
-    x = torch.stack([it[key] for key in keys for it in items])
-    return x.to(device, non_blocking=True).float().div_(255), len(items)
+    groups = batch["groups"]
+    x = torch.cat([g[key] for key in keys for g in groups])
+    return x.to(device, non_blocking=True).float().div_(255), sum(len(g["items"]) for g in groups)
 
 
 def bench_parts(models: Models, batches: list[dict[str, Any]], device: torch.device, n: int) -> list[Timing]:
@@ -178,8 +178,8 @@ def bench_parts(models: Models, batches: list[dict[str, Any]], device: torch.dev
     out = Path(tempfile.mkdtemp(prefix="iqa-bench-write-"))
     try:
         writer = RunWriter(out)
-        grid = torch.rand(2 * len(batches[0]["items"]), 20, 20, device=device)
-        attr = torch.rand(2 * len(batches[0]["items"]), *tensors[0][0].shape[-2:], device=device)
+        grid = torch.rand(2 * tensors[0][1], 20, 20, device=device)
+        attr = torch.rand(2 * tensors[0][1], *tensors[0][0].shape[-2:], device=device)
 
         def similarity_and_writing() -> None:
             for batch, (_, m) in zip(batches, tensors, strict=True):
@@ -189,7 +189,7 @@ def bench_parts(models: Models, batches: list[dict[str, Any]], device: torch.dev
                 sims = {k: v.cpu().numpy() for k, v in sims.items()}
                 q_np, a_np = q.cpu().numpy(), a.cpu().numpy()
                 rows = []
-                for i, it in enumerate(batch["items"]):
+                for i, it in enumerate(it for g in batch["groups"] for it in g["items"]):
                     writer.save_maps(f"maps/{it['index']:06d}.npz", quality_map=q_np[i], attribution=a_np[i])
                     rows.append({"index": it["index"], "image": it["image_id"],
                                  **{f"sim_{k}": float(v[i]) for k, v in sims.items()}})

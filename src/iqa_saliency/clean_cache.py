@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .outputs import atomic_write, atomic_write_text
 
@@ -52,16 +53,16 @@ class CleanCache:
                 pass  # an unreadable entry is recomputed and rewritten
         return None
 
-    def count(self, entries: list[dict[str, np.ndarray] | None]) -> None:
-        """Count looked-up entries as hits (found) or misses (None)."""
-        found = sum(entry is not None for entry in entries)
-        self.hits += found
-        self.misses += len(entries) - found
+    def count(self, found: torch.Tensor) -> None:
+        """Count a batch of look-ups (a bool per image) as hits and misses."""
+        hits = int(found.sum())
+        self.hits += hits
+        self.misses += len(found) - hits
 
     def get(self, image_id: str) -> dict[str, np.ndarray] | None:
         """The cached clean outputs of one image, or None (counted as a miss)."""
         entry = self.read(image_id)
-        self.count([entry])
+        self.count(torch.tensor([entry is not None]))
         return entry
 
     def put(self, image_id: str, arrays: dict[str, np.ndarray]) -> None:
@@ -71,3 +72,21 @@ class CleanCache:
 
     def stats(self) -> dict[str, Any]:
         return {"dir": str(self.dir), "hits": self.hits, "misses": self.misses}
+
+
+def stack_clean_entries(entries: list[dict[str, np.ndarray] | None]) -> dict[str, torch.Tensor]:
+    """Stack one image group's cache look-ups: {"found": bool (B,), field: (B, ...) with zeros where not found}.
+
+    An entry whose arrays do not match the others' shapes (a damaged or foreign file) counts as not found.
+    """
+    shapes = next(({k: e[k].shape for k in CLEAN_FIELDS} for e in entries if e is not None), None)
+    found = [e is not None and all(e[k].shape == shapes[k] for k in CLEAN_FIELDS) for e in entries]
+    out = {"found": torch.tensor(found, dtype=torch.bool)}
+    if shapes is not None:
+        for key in CLEAN_FIELDS:
+            stacked = np.zeros((len(entries), *shapes[key]), dtype=np.float32)
+            for i, entry in enumerate(entries):
+                if found[i]:
+                    stacked[i] = entry[key]
+            out[key] = torch.from_numpy(stacked)
+    return out

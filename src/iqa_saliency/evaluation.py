@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .attribution import AttributionMethod
-from .clean_cache import CLEAN_FIELDS, CleanCache
+from .clean_cache import CLEAN_FIELDS, CleanCache, stack_clean_entries
 from .corruption import is_clean
 from .data import collate_pairs
 from .figures import overlay, save_comparison_figure
@@ -97,14 +96,6 @@ class EvaluationSettings:
     save_maps: bool = True  # False: per_image.csv only, no maps/*.npz (a large grid's maps fill disks)
 
 
-def group_by_shape(items: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Split a batch into runs of equally sized images, so each group stacks into one tensor."""
-    groups: dict[tuple[int, ...], list[dict[str, Any]]] = defaultdict(list)
-    for item in items:
-        groups[tuple(item["clean"].shape)].append(item)
-    return list(groups.values())
-
-
 def safe_name(image_id: str) -> str:
     """A file-name-safe form of an image id."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)
@@ -150,7 +141,7 @@ class EvaluationModule(pl.LightningModule):
         self.writer.append_skipped(
             {"index": it["index"], "image": it["image_id"], "reason": it["error"]} for it in batch["skipped"]
         )
-        for group in group_by_shape(batch["items"]):
+        for group in batch["groups"]:  # one per image size (collate_pairs)
             self._evaluate(group)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
@@ -158,9 +149,10 @@ class EvaluationModule(pl.LightningModule):
         the per-item tensors also feed the CPU-side writing."""
         return batch
 
-    def _to_float(self, key: str, items: list[dict[str, Any]]) -> torch.Tensor:
-        stacked = torch.stack([it[key] for it in items])
-        if self.device.type == "cuda":
+    def _to_float(self, images: torch.Tensor, rows: list[int] | None = None) -> torch.Tensor:
+        """uint8 (B, 3, H, W) images (or some rows of them) on the device as floats in [0, 1]."""
+        stacked = images if rows is None else images[rows]
+        if self.device.type == "cuda" and not stacked.is_pinned():
             stacked = stacked.pin_memory()
         stacked = stacked.to(self.device, non_blocking=True)
         fmt = torch.channels_last if self.settings.channels_last else torch.contiguous_format
@@ -182,26 +174,27 @@ class EvaluationModule(pl.LightningModule):
                 attr = self.attribution.attribute(x.detach().requires_grad_(True), target=target)
         return {"q_global": q_global, "q_local": q_local, "probs": probs, "attribution": attr.float().detach()}
 
-    def _evaluate(self, items: list[dict[str, Any]]) -> None:
+    def _evaluate(self, group: dict[str, Any]) -> None:
         s = self.settings
+        items = group["items"]
         n = len(items)
         clean_only = is_clean(s.corruption, s.severity)
         labels = torch.tensor([it["label"] for it in items], device=self.device)
         # Clean outputs come from the sweep's cache where present; the rest of the clean images and all
         # corrupted ones go through the models together, in one pass.
-        cached: list[dict[str, np.ndarray] | None] = [None] * n
+        cached = None
         if self.clean_cache:
-            # read by the DataLoader workers where the dataset does it (CorruptedPairs(cached_clean=...))
-            cached = [it["cached_clean"] if "cached_clean" in it else self.clean_cache.read(it["image_id"])
-                      for it in items]
-            self.clean_cache.count(cached)
-        miss = [i for i, entry in enumerate(cached) if entry is None]
+            # looked up by the DataLoader workers where the dataset does it (CorruptedPairs(cached_clean=...))
+            cached = group.get("cached_clean") or stack_clean_entries(
+                [self.clean_cache.read(it["image_id"]) for it in items])
+            self.clean_cache.count(cached["found"])
+        miss = list(range(n)) if cached is None else (~cached["found"]).nonzero().flatten().tolist()
         inputs, input_labels = [], []
         if miss:
-            inputs.append(self._to_float("clean", [items[i] for i in miss]))
+            inputs.append(self._to_float(group["clean"], None if len(miss) == n else miss))
             input_labels.append(labels[miss])
         if not clean_only:
-            inputs.append(self._to_float("corrupted", items))
+            inputs.append(self._to_float(group["corrupted"]))
             input_labels.append(labels)
         out = self._infer(torch.cat(inputs), torch.cat(input_labels)) if inputs else {}
         clean = self._assemble_clean(items, cached, miss, out)
@@ -213,7 +206,7 @@ class EvaluationModule(pl.LightningModule):
         clean_pred, pred_c = clean["probs"].argmax(dim=1), probs_c.argmax(dim=1)
         qattr = None
         if self.quality_attribution is not None:  # the corrupted images only: that is what is compared
-            xq = self._to_float("clean" if clean_only else "corrupted", items)
+            xq = self._to_float(group["clean" if clean_only else "corrupted"])
             with torch.enable_grad():
                 qattr = self.quality_attribution.attribute(xq.requires_grad_(True), target=0).float().detach()
         compared = select_quality_map(s.quality_map, qmap, clean["q_local"])
@@ -245,7 +238,7 @@ class EvaluationModule(pl.LightningModule):
         extra_maps = {"quality_map_clean": clean["q_local"]}
         if qattr is not None:
             extra_maps["quality_attribution"] = qattr
-        self._write(items, values, pred_c, clean_pred, qmap, attr_corr, extra_maps)
+        self._write(items, group["corrupted"], values, pred_c, clean_pred, qmap, attr_corr, extra_maps)
 
     def _assemble_clean(self, items, cached, miss, out) -> dict[str, torch.Tensor]:  # noqa: ANN001
         """Clean outputs for every item: computed ones (first in `out`) and cached ones; new ones are cached."""
@@ -257,21 +250,14 @@ class EvaluationModule(pl.LightningModule):
             self.writer.submit(self.clean_cache.put, items[i]["image_id"], {k: v[j] for k, v in host.items()})
         if len(miss) == len(items):
             return computed
-        hit = [i for i, entry in enumerate(cached) if entry is not None]
         merged = {}
-        for key in CLEAN_FIELDS:
-            # one host-to-device copy per field for the whole batch
-            from_cache = torch.from_numpy(np.stack([cached[i][key] for i in hit])).to(self.device, non_blocking=True)
-            if not miss:
-                merged[key] = from_cache
-                continue
-            both = torch.empty((len(items), *from_cache.shape[1:]), dtype=from_cache.dtype, device=self.device)
-            both[hit] = from_cache
-            both[miss] = computed[key].to(from_cache.dtype)
-            merged[key] = both
+        for key in CLEAN_FIELDS:  # one host-to-device copy per field for the whole group
+            merged[key] = cached[key].to(self.device, non_blocking=True)
+            if miss:
+                merged[key][miss] = computed[key].to(merged[key].dtype)
         return merged
 
-    def _write(self, items, values, pred, clean_pred, qmap, attr, extra_maps) -> None:  # noqa: ANN001
+    def _write(self, items, corrupted, values, pred, clean_pred, qmap, attr, extra_maps) -> None:  # noqa: ANN001
         s = self.settings
         names = self.classifier_info.class_names
         cpu = {k: v.cpu().numpy() for k, v in values.items()}
@@ -299,7 +285,7 @@ class EvaluationModule(pl.LightningModule):
                 "maps": maps_rel,
             }
             rows.append(row)
-            corrupted_u8 = it["corrupted"].permute(1, 2, 0).numpy()
+            corrupted_u8 = corrupted[i].permute(1, 2, 0).numpy()
             if s.save_images:
                 self.writer.save_png(f"images/{stem}.png", corrupted_u8)
             if it["index"] < s.n_figures:
