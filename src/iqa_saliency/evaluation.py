@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +132,7 @@ class EvaluationModule(pl.LightningModule):
         self.clean_cache = clean_cache
         self.summary: dict[str, float] | None = None
         self.previews: list[Preview] = []
+        self.model_seconds = 0.0  # wall time inside the model calls (this process): the rest is host-side work
 
     def on_test_start(self) -> None:
         self.writer.rank = self.global_rank
@@ -196,7 +199,8 @@ class EvaluationModule(pl.LightningModule):
         if not clean_only:
             inputs.append(self._to_float(group["corrupted"]))
             input_labels.append(labels)
-        out = self._infer(torch.cat(inputs), torch.cat(input_labels)) if inputs else {}
+        with self._model_clock():
+            out = self._infer(torch.cat(inputs), torch.cat(input_labels)) if inputs else {}
         clean = self._assemble_clean(items, cached, miss, out)
         corr = clean if clean_only else {k: v[len(miss):] for k, v in out.items()}
 
@@ -207,7 +211,7 @@ class EvaluationModule(pl.LightningModule):
         qattr = None
         if self.quality_attribution is not None:  # the corrupted images only: that is what is compared
             xq = self._to_float(group["clean" if clean_only else "corrupted"])
-            with torch.enable_grad():
+            with torch.enable_grad(), self._model_clock():
                 qattr = self.quality_attribution.attribute(xq.requires_grad_(True), target=0).float().detach()
         compared = select_quality_map(s.quality_map, qmap, clean["q_local"])
         sims = compare_maps(compared, attr_corr)
@@ -239,6 +243,15 @@ class EvaluationModule(pl.LightningModule):
         if qattr is not None:
             extra_maps["quality_attribution"] = qattr
         self._write(items, group["corrupted"], values, pred_c, clean_pred, qmap, attr_corr, extra_maps)
+
+    @contextlib.contextmanager
+    def _model_clock(self) -> Iterator[None]:
+        """Add the wall time of the block to model_seconds (waiting for the GPU to finish it)."""
+        started = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.model_seconds += time.perf_counter() - started
 
     def _assemble_clean(self, items, cached, miss, out) -> dict[str, torch.Tensor]:  # noqa: ANN001
         """Clean outputs for every item: computed ones (first in `out`) and cached ones; new ones are cached."""

@@ -209,6 +209,7 @@ def run_evaluation(
         "resumed": len(todo) < len(dataset),
         "device": str(module.device),
         "seconds": round(time.time() - started, 3),
+        "model_seconds": round(module.model_seconds, 3),  # inside the model calls, process 0
         "provenance": provenance(),
         "config": config or {},
     }
