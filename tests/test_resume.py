@@ -153,3 +153,27 @@ def test_killed_run_keeps_rows_and_resume_equals_uninterrupted(tmp_path, referen
     assert got["metrics"] == want["metrics"] and got["n_images"] == want["n_images"] == 6
     assert got["resumed"] is True and want["resumed"] is False
     assert not (run / INCOMPLETE).exists() and not list(run.glob(".*.part*"))
+
+
+def test_background_writes_are_bounded_and_errors_surface(tmp_path):
+    import threading
+
+    from iqa_saliency.outputs import MAX_QUEUED_WRITES
+
+    gate = threading.Event()
+    writer = RunWriter(tmp_path, background_writes=2)
+    for _ in range(MAX_QUEUED_WRITES):
+        writer.submit(gate.wait)
+    assert len(writer._pending) == MAX_QUEUED_WRITES  # all blocked: queued, none dropped
+    gate.set()
+    writer.submit(lambda: None)  # over the bound: waits for the oldest instead of queueing more
+    assert len(writer._pending) <= MAX_QUEUED_WRITES
+    writer.wait()
+    assert not writer._pending
+
+    def fail() -> None:
+        raise OSError("disk full")
+
+    writer.submit(fail)
+    with pytest.raises(OSError, match="disk full"):
+        writer.wait()

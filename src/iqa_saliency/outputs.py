@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -87,6 +88,10 @@ def check_writable(folder: str | os.PathLike) -> None:
         ) from exc
 
 
+# Writes queued at once (about 0.2 MB of maps each at 224 px); the writer threads keep far ahead of this.
+MAX_QUEUED_WRITES = 64
+
+
 class RunWriter:
     """Writes one run folder; each process streams its rows to its own part file."""
 
@@ -97,10 +102,10 @@ class RunWriter:
         self.columns = columns or list(PER_IMAGE_COLUMNS)
         self.background_writes = background_writes
         self._pool: ThreadPoolExecutor | None = None
-        self._pending: list[Future] = []
+        self._pending: deque[Future] = deque()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_pool": None, "_pending": []}
+        return {**self.__dict__, "_pool": None, "_pending": deque()}
 
     def submit(self, fn: Callable[..., None], *args: Any) -> None:
         """Run a per-image write now, or in a writer thread so the models keep working meanwhile."""
@@ -110,12 +115,14 @@ class RunWriter:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.background_writes, thread_name_prefix="run-writer")
         self._pending.append(self._pool.submit(fn, *args))
-        if len(self._pending) > 1024:  # bound the memory held by queued arrays
-            self._pending.pop(0).result()
+        while self._pending and self._pending[0].done():
+            self._pending.popleft().result()  # a failed write stops the run here, not only at wait()
+        if len(self._pending) > MAX_QUEUED_WRITES:  # bound the memory held by queued arrays
+            self._pending.popleft().result()
 
     def wait(self) -> None:
         """Block until every queued write is on disk; re-raise the first error."""
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, deque()
         errors = [f.exception() for f in pending]
         for error in errors:
             if error is not None:
