@@ -5,7 +5,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install demo test test-fast lint clean bench-cpu bench-gpu
+BENCH_OUT ?= bench-out
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,20 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# The CPU table of BENCHMARKS.md (about 15 minutes on 2 cores).
+bench-cpu: $(STAMP)
+	$(PY) -m iqa_saliency.bench --images 512 --baseline-images 48 --batch-size 16 --workers 2 --warm-cache --out $(BENCH_OUT)/cpu_fp32.json
+	$(PY) -m iqa_saliency.bench --images 512 --baseline-images 48 --batch-size 16 --workers 2 --warm-cache --channels-last --out $(BENCH_OUT)/cpu_fp32_channels_last.json
+	$(PY) -m iqa_saliency.bench --images 512 --baseline-images 48 --batch-size 16 --workers 2 --warm-cache --channels-last --bf16 --out $(BENCH_OUT)/cpu_bf16_channels_last.json
+
+# On a GPU machine, with any Python that has the package installed (make bench-gpu PY=python): the CUDA tests,
+# then the GPU table of BENCHMARKS.md and the bf16 deviation (about 8 minutes on one H200).
+bench-gpu:
+	$(PY) -m pytest -q tests/test_attribution.py -k gpu
+	$(PY) -m iqa_saliency.bench --device cuda --images 4096 --baseline-images 128 --batch-size 256 --workers 16 --warm-cache --out $(BENCH_OUT)/gpu_fp32.json
+	$(PY) -m iqa_saliency.bench --device cuda --images 4096 --baseline-images 64 --batch-size 256 --workers 16 --warm-cache --bf16 --channels-last --out $(BENCH_OUT)/gpu_bf16_channels_last.json
+	$(PY) -m iqa_saliency.bench --device cuda --compare-bf16 --images 512 --batch-size 128 --workers 8 --out $(BENCH_OUT)/gpu_bf16_deviation.json
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

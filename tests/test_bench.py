@@ -39,3 +39,4 @@ def test_scaling_mode_runs(tmp_path):
     rows = json.loads(out.read_text())["scaling"]
     assert [(r["axis"], r["images"], r["size"]) for r in rows] == [("images", 2, 224), ("images", 4, 224),
                                                                    ("size", 2, 64)]
+    assert all(r["run_peak_rss_mib"] > 0 for r in rows if r["axis"] == "images")

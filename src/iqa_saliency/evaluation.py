@@ -149,7 +149,7 @@ class EvaluationModule(pl.LightningModule):
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """Keep the batch on the host: images are stacked per size group first and copied once (`_to_float`);
-        the per-item tensors also feed the CPU-side writing."""
+        the uint8 images also feed the CPU-side writing."""
         return batch
 
     def _to_float(self, images: torch.Tensor, rows: list[int] | None = None) -> torch.Tensor:
