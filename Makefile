@@ -30,6 +30,7 @@ bench-cpu: $(STAMP)
 	$(PY) -m iqa_saliency.bench --images 512 --baseline-images 48 --batch-size 16 --workers 2 --warm-cache --out $(BENCH_OUT)/cpu_fp32.json
 	$(PY) -m iqa_saliency.bench --images 512 --baseline-images 48 --batch-size 16 --workers 2 --warm-cache --channels-last --out $(BENCH_OUT)/cpu_fp32_channels_last.json
 	$(PY) -m iqa_saliency.bench --images 512 --baseline-images 48 --batch-size 16 --workers 2 --warm-cache --channels-last --bf16 --out $(BENCH_OUT)/cpu_bf16_channels_last.json
+	$(PY) -m iqa_saliency.bench --compare-bf16 --images 128 --batch-size 16 --workers 2 --out $(BENCH_OUT)/cpu_bf16_deviation.json
 
 # On a GPU machine, with any Python that has the package installed (make bench-gpu PY=python): the CUDA tests,
 # then the GPU table of BENCHMARKS.md and the bf16 deviation (about 8 minutes on one H200).

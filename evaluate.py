@@ -23,6 +23,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     from iqa_saliency.attribution import build_attribution, check_attribution, method_defaults
     from iqa_saliency.corruption import check_corruption
+    from iqa_saliency.data import resolve_num_workers
     from iqa_saliency.errors import WeightsUnavailableError, find_user_error
     from iqa_saliency.models.classifier import read_checkpoint_meta
     from iqa_saliency.outputs import check_run_folder, check_writable, is_complete, launch_rank, read_summary
@@ -55,6 +56,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         log.info("%s is complete (summary.json present); resume=true skips it.", run_dir)
         return read_summary(run_dir)
     check_writable(run_dir)
+    resolve_num_workers(cfg.dataset.num_workers)  # a bad value stops here, before any model is loaded
     source = instantiate(cfg.dataset.source)
     selection = Selection.from_options(OmegaConf.to_container(cfg.dataset, resolve=True), cfg.seed,
                                        cfg.quality.checkpoint, cfg.quality.pretrained)
@@ -100,7 +102,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             resize=cfg.dataset.resize,
             crop=cfg.dataset.crop,
             batch_size=cfg.dataset.batch_size,
-            num_workers=cfg.dataset.num_workers,
+            num_workers=resolve_num_workers(cfg.dataset.num_workers, trainer.num_devices),
             target=cfg.attribution.target,
             n_figures=cfg.figures,
             save_images=cfg.dataset.save_images,

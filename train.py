@@ -20,6 +20,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
+    from iqa_saliency.data import resolve_num_workers
     from iqa_saliency.errors import ConfigError, DatasetError
     from iqa_saliency.models.classifier import read_checkpoint_meta
     from iqa_saliency.outputs import atomic_write_text, check_writable
@@ -73,7 +74,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("%d classes; %d train and %d val images", len(filtered.class_names or []), len(train_source),
              len(val_source))
     data = ClassificationData(train_source, val_source, crop=cfg.dataset.crop, resize=cfg.dataset.resize,
-                              batch_size=cfg.dataset.batch_size, num_workers=cfg.dataset.num_workers)
+                              batch_size=cfg.dataset.batch_size, num_workers=0)
     meta = {
         "selection": selection.meta(),
         "image_size": {"resize": cfg.dataset.resize, "crop": cfg.dataset.crop},
@@ -97,6 +98,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         enable_checkpointing=True, use_distributed_sampler=False, inference_mode=True,
         num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()],
     )
+    data.num_workers = resolve_num_workers(cfg.dataset.num_workers, trainer.num_devices)  # per process
     try:
         trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path or None)
     finally:

@@ -35,6 +35,12 @@ def test_unknown_attribution_lists_valid_names(tmp_path):
     assert_refused(proc, run, "Unknown attribution method 'gradcamm'", "gradcam")
 
 
+def test_bad_num_workers_is_refused_before_models_load(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("evaluate.py", "dataset.num_workers=-2", *FAST, f"hydra.run.dir={run}")
+    assert_refused(proc, run, "dataset.num_workers=-2", "or auto")
+
+
 def test_unknown_classifier_lists_valid_names(tmp_path):
     run = tmp_path / "run"
     proc = run_cli("evaluate.py", "classifier.arch=resnet19", *FAST, f"hydra.run.dir={run}")

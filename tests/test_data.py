@@ -100,3 +100,19 @@ def test_collate_stacks_each_image_size_and_the_cache_lookups():
     assert cached["found"].tolist() == [False, True]
     assert cached["q_global"].tolist() == [0.0, 2.5] and torch.equal(cached["attribution"][1], torch.full((8, 6), 3.0))
     assert small["cached_clean"]["found"].tolist() == [False] and "probs" not in small["cached_clean"]
+
+
+def test_num_workers_auto_shares_the_usable_cores(monkeypatch):
+    from iqa_saliency.data import resolve_num_workers
+    from iqa_saliency.errors import ConfigError
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(12)), raising=False)
+    assert resolve_num_workers("auto") == 12
+    assert resolve_num_workers("auto", processes=4) == 3
+    assert resolve_num_workers("auto", processes=24) == 1  # never 0: decoding stays off the main process
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert resolve_num_workers("AUTO") == 16
+    assert resolve_num_workers(3) == 3 and resolve_num_workers("0") == 0 and resolve_num_workers(None) == 0
+    for bad in (-1, "many", 2.5):
+        with pytest.raises(ConfigError, match=r"dataset.num_workers=.* Use a number of workers \(0 or more\) or auto"):
+            resolve_num_workers(bad)

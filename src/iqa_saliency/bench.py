@@ -398,7 +398,7 @@ def run_scaling(args: argparse.Namespace) -> dict[str, Any]:
     device, accelerator, workers, precision = _execution(args)
     rows = []
     print(f"machine: {machine(device)}", flush=True)
-    for n in [int(v) for v in args.scaling_images.split(",")]:
+    for n in [int(v) for v in args.scaling_images.split(",") if v.strip()]:
         with RssSampler() as rss:
             t = pipeline_run(n, args.corruption, args.severity, args.method, 224, args.batch_size, workers,
                              accelerator, precision, None, args.channels_last)
@@ -406,7 +406,7 @@ def run_scaling(args: argparse.Namespace) -> dict[str, Any]:
                      "images_per_s": round(t.rate, 2), "run_peak_rss_mib": rss.peak_mib})
         print(f"  {n:>6} images @224: {t.seconds:9.2f} s  {t.rate:8.2f} img/s  peak RSS during the run "
               f"{rss.peak_mib} MiB", flush=True)
-    for size in [int(v) for v in args.scaling_sizes.split(",")]:
+    for size in [int(v) for v in args.scaling_sizes.split(",") if v.strip()]:
         n = args.scaling_size_images
         t = pipeline_run(n, args.corruption, args.severity, args.method, size, max(1, args.batch_size // 4),
                          workers, accelerator, precision, None, args.channels_last)

@@ -17,7 +17,7 @@ from torchvision.transforms import functional as TF
 
 from .clean_cache import stack_clean_entries
 from .corruption import MIN_SIDE, apply_corruption, image_seed
-from .errors import DatasetError
+from .errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,21 @@ class ImageFolder(ImageSource):
 
     def load_reduced(self, record: ImageRecord, min_side: int | None) -> Image.Image:
         return open_image(record.path, min_side)
+
+
+def resolve_num_workers(value: int | str | None, processes: int = 1) -> int:
+    """DataLoader workers: a count as given, or "auto": this machine's usable cores shared by its `processes`
+    (DDP ranks), at most 16 each."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(16, cores // max(1, processes)))
+    try:
+        workers = int(value or 0)
+    except (TypeError, ValueError):
+        workers = -1
+    if workers < 0 or (isinstance(value, float) and value != workers):
+        raise ConfigError(f"dataset.num_workers={value!r} is not valid. Use a number of workers (0 or more) or auto.")
+    return workers
 
 
 def open_image(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import ImageSource
+from .data import ImageSource, resolve_num_workers
 from .errors import ConfigError, DatasetError
 from .quality_filter import (
     QualityLoader,
@@ -56,7 +56,7 @@ class Selection:
             quality_scorer=scorer_id(quality_checkpoint, pretrained, dataset.get("resize"), dataset.get("crop")),
             quality_cache=dataset.get("quality_cache"),
             quality_batch_size=max(8, int(dataset.get("batch_size") or 8)),
-            num_workers=int(dataset.get("num_workers") or 0),
+            num_workers=resolve_num_workers(dataset.get("num_workers")),
         )
 
     def meta(self) -> dict[str, Any]:
