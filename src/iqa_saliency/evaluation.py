@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -98,6 +101,27 @@ class EvaluationSettings:
     save_maps: bool = True  # False: per_image.csv only, no maps/*.npz (a large grid's maps fill disks)
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    libc = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
+
+
+# Trimming has a price (freed pages fault in again when reused), so it is done every so many batches.
+TRIM_EVERY_BATCHES = 32
+
+
+def release_free_heap() -> None:
+    """Give the C heap's free pages back to the OS (glibc only; a no-op elsewhere).
+
+    Without it the per-image arrays (~0.2 MB each) leave the glibc heap fragmented and a run's peak memory creeps
+    up by about 0.1 MB per image although nothing is held.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def safe_name(image_id: str) -> str:
     """A file-name-safe form of an image id."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)
@@ -146,6 +170,8 @@ class EvaluationModule(pl.LightningModule):
         )
         for group in batch["groups"]:  # one per image size (collate_pairs)
             self._evaluate(group)
+        if batch_idx % TRIM_EVERY_BATCHES == TRIM_EVERY_BATCHES - 1:
+            release_free_heap()
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """Keep the batch on the host: images are stacked per size group first and copied once (`_to_float`);
