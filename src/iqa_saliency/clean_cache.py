@@ -59,12 +59,6 @@ class CleanCache:
         self.hits += hits
         self.misses += len(found) - hits
 
-    def get(self, image_id: str) -> dict[str, np.ndarray] | None:
-        """The cached clean outputs of one image, or None (counted as a miss)."""
-        entry = self.read(image_id)
-        self.count(torch.tensor([entry is not None]))
-        return entry
-
     def put(self, image_id: str, arrays: dict[str, np.ndarray]) -> None:
         """Store one image's clean outputs."""
         data = {k: np.asarray(arrays[k]) for k in CLEAN_FIELDS}
