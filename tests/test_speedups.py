@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import run_cli
+from conftest import make_image, run_cli
 from torchvision.ops import roi_pool
 
 from iqa_saliency import corruption_cache
@@ -90,7 +92,7 @@ def test_one_pass_prediction_and_map_equal_the_two_pass_path(method):
     torch.testing.assert_close(by_label, explainer.attribute(x.clone(), target=labels), rtol=1e-5, atol=1e-6)
 
 
-def _evaluate_cell(run_dir, names, clean_cache_dir, workers):
+def _evaluate_cell(run_dir, names, clean_cache_dir, workers, source=None):
     import pytorch_lightning as pl
 
     from iqa_saliency.attribution import build_attribution
@@ -103,12 +105,23 @@ def _evaluate_cell(run_dir, names, clean_cache_dir, workers):
                          use_distributed_sampler=False, enable_checkpointing=False, enable_model_summary=False,
                          enable_progress_bar=False)
     summary = run_evaluation(
-        source=SampleImages(names), quality=load_paq2piq(pretrained=False),
+        source=source or SampleImages(names), quality=load_paq2piq(pretrained=False),
         classifier=load_classifier(pretrained=False), attribution_factory=lambda m: build_attribution("gradcam", m),
         attribution_name="gradcam", trainer=trainer, run_dir=run_dir, corruption="contrast", severity=2, seed=0,
         resize=80, crop=64, batch_size=3, num_workers=workers, n_figures=0, clean_cache_dir=clean_cache_dir,
     ).summary
     return pd.read_csv(run_dir / "per_image.csv"), summary
+
+
+def _assert_same_rows(got, plain):
+    for col in plain.columns:
+        if plain[col].dtype.kind == "f":
+            # Batches differ in size between the runs (float noise ~1e-7); Spearman's ranks of near-tied
+            # Grad-CAM pixels can swap on such noise, so it gets a looser bound.
+            atol = 1e-3 if col == "sim_spearman" else 1e-5
+            np.testing.assert_allclose(got[col], plain[col], rtol=1e-5, atol=atol, err_msg=col)
+        elif col != "maps":
+            assert got[col].equals(plain[col]), col
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -120,11 +133,40 @@ def test_partly_cached_clean_pass_equals_computing_it(tmp_path, workers):
     _evaluate_cell(tmp_path / "fill", ["coffee", "clock"], cache, workers)  # 2 of the 5 images cached
     mixed, summary = _evaluate_cell(tmp_path / "mixed", names, cache, workers)
     assert (summary["clean_cache"]["hits"], summary["clean_cache"]["misses"]) == (2, 3)
-    for col in plain.columns:
-        if plain[col].dtype.kind == "f":
-            # Batches differ in size between the runs (float noise ~1e-7); Spearman's ranks of near-tied
-            # Grad-CAM pixels can swap on such noise, so it gets a looser bound.
-            atol = 1e-3 if col == "sim_spearman" else 1e-5
-            np.testing.assert_allclose(mixed[col], plain[col], rtol=1e-5, atol=atol, err_msg=col)
-        elif col != "maps":
-            assert mixed[col].equals(plain[col]), col
+    _assert_same_rows(mixed, plain)
+
+
+def test_cached_clean_image_is_not_decoded_again_and_a_replaced_file_is(tmp_path):
+    """A warm clean cache serves the prepared image too (no decoding), unless the file has changed since."""
+    from iqa_saliency.data import ImageFolder
+
+    class CountingFolder(ImageFolder):
+        def __init__(self, root):
+            super().__init__(root)
+            self.decoded = []
+
+        def load_reduced(self, record, min_side):
+            self.decoded.append(record.image_id)
+            return super().load_reduced(record, min_side)
+
+    images = tmp_path / "images"
+    for k in range(4):
+        make_image(images / f"im{k}.png", size=(90, 70), seed=k)
+    cache = tmp_path / "cache"
+    first = CountingFolder(images)
+    _evaluate_cell(tmp_path / "fill", None, cache, 0, source=first)
+    assert sorted(first.decoded) == ["im0.png", "im1.png", "im2.png", "im3.png"]
+
+    warm = CountingFolder(images)
+    rows, summary = _evaluate_cell(tmp_path / "warm", None, cache, 0, source=warm)
+    assert warm.decoded == [] and summary["clean_cache"]["hits"] == 4
+    _assert_same_rows(rows, _evaluate_cell(tmp_path / "plain", None, None, 0, source=ImageFolder(images))[0])
+
+    replaced = make_image(images / "im2.png", size=(90, 70), seed=99)  # another picture under the same name
+    stat = replaced.stat()  # a later mtime, as a real edit has (a coarse-clock filesystem might not tick here)
+    os.utime(replaced, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    changed = CountingFolder(images)
+    rows, summary = _evaluate_cell(tmp_path / "changed", None, cache, 0, source=changed)
+    assert changed.decoded == ["im2.png"]
+    assert (summary["clean_cache"]["hits"], summary["clean_cache"]["misses"]) == (3, 1)
+    _assert_same_rows(rows, _evaluate_cell(tmp_path / "plain2", None, None, 0, source=ImageFolder(images))[0])

@@ -53,6 +53,9 @@ class CycledSamples(ImageSource):
     def load(self, record: ImageRecord) -> Image.Image:
         return self._loader.load(self._base[record.image_id.split("#")[0]])
 
+    def stamp(self, record: ImageRecord) -> str:
+        return self._loader.stamp(self._base[record.image_id.split("#")[0]])
+
 
 @dataclass
 class Timing:

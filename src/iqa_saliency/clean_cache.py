@@ -1,4 +1,5 @@
-"""On-disk cache of clean-image model outputs, so a sweep computes the clean pass once per image and model."""
+"""On-disk cache of the clean pass (the prepared image and its model outputs), so a sweep decodes, resizes and
+evaluates each clean image once per image and model."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import torch
 from .outputs import atomic_write, atomic_write_text
 
 CLEAN_FIELDS = ("q_global", "q_local", "probs", "attribution")
+# Bumped when the entry layout changes, so a folder shared between versions never mixes layouts.
+ENTRY_FORMAT = 2
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -22,12 +25,15 @@ def cache_key(parts: dict[str, Any]) -> str:
 
 
 class CleanCache:
-    """One folder per (models, attribution, preprocessing) key; one .npz per image.
+    """One folder per (models, attribution, preprocessing) key; one .npz per image holding the model outputs,
+    the prepared uint8 image (H, W, 3) and the source's stamp of the file it came from.
 
-    Entries are written atomically, so parallel jobs of a sweep can share the folder safely.
+    An entry whose stamp differs from the file's current one (the file was replaced) is not used. Entries are
+    written atomically, so parallel jobs of a sweep can share the folder safely.
     """
 
     def __init__(self, root: str | os.PathLike, key_parts: dict[str, Any]) -> None:
+        key_parts = {**key_parts, "entry_format": ENTRY_FORMAT}
         self.key = cache_key(key_parts)
         self.dir = Path(root) / self.key
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -42,13 +48,16 @@ class CleanCache:
         stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)[-60:]
         return self.dir / f"{stem}-{digest}.npz"
 
-    def read(self, image_id: str) -> dict[str, np.ndarray] | None:
-        """The cached clean outputs of one image, or None; not counted (DataLoader workers call this)."""
+    def read(self, image_id: str, stamp: str = "") -> dict[str, np.ndarray] | None:
+        """One image's cached outputs and prepared "image", or None if absent, unreadable or made from a file
+        with another stamp; not counted (DataLoader workers call this)."""
         path = self._path(image_id)
         if path.exists():
             try:
                 with np.load(path, allow_pickle=False) as data:
-                    return {k: data[k] for k in CLEAN_FIELDS}
+                    if str(data["stamp"]) != stamp:
+                        return None
+                    return {k: data[k] for k in (*CLEAN_FIELDS, "image")}
             except (OSError, ValueError, KeyError):
                 pass  # an unreadable entry is recomputed and rewritten
         return None
@@ -59,9 +68,11 @@ class CleanCache:
         self.hits += hits
         self.misses += len(found) - hits
 
-    def put(self, image_id: str, arrays: dict[str, np.ndarray]) -> None:
-        """Store one image's clean outputs."""
+    def put(self, image_id: str, arrays: dict[str, np.ndarray], image: np.ndarray, stamp: str = "") -> None:
+        """Store one image's clean outputs with its prepared uint8 (H, W, 3) image and its source stamp."""
         data = {k: np.asarray(arrays[k]) for k in CLEAN_FIELDS}
+        data["image"] = np.ascontiguousarray(image, dtype=np.uint8)
+        data["stamp"] = np.array(stamp)
         atomic_write(self._path(image_id), lambda fh: np.savez(fh, **data), durable=False)
 
     def stats(self) -> dict[str, Any]:

@@ -54,6 +54,10 @@ class ImageSource:
         """The image, possibly decoded at a reduced size whose shorter side stays >= `min_side` (huge files)."""
         return self.load(record)
 
+    def stamp(self, record: ImageRecord) -> str:
+        """A cheap token that changes when the record's image does (caches check it); "" when unknown."""
+        return ""
+
     def __len__(self) -> int:
         return len(self.records)
 
@@ -95,6 +99,11 @@ class SampleImages(ImageSource):
             array = array[0]
         return to_rgb(Image.fromarray(np.asarray(array)))
 
+    def stamp(self, record: ImageRecord) -> str:
+        import skimage
+
+        return f"skimage {skimage.__version__}"  # the bundled files change only with the package
+
 
 class ImageFolder(ImageSource):
     """A folder of images: class-per-subfolder (labels from folder names) or flat (no labels)."""
@@ -132,6 +141,10 @@ class ImageFolder(ImageSource):
 
     def load_reduced(self, record: ImageRecord, min_side: int | None) -> Image.Image:
         return open_image(record.path, min_side)
+
+    def stamp(self, record: ImageRecord) -> str:
+        st = os.stat(record.path)
+        return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def resolve_num_workers(value: int | str | None, processes: int = 1) -> int:
@@ -225,7 +238,7 @@ class CorruptedPairs(Dataset):
         crop: int | None = 224,
         labels: Sequence[int] | None = None,
         corrupt_fn: Callable[[np.ndarray, str, int, int], np.ndarray] = apply_corruption,
-        cached_clean: Callable[[str], Any] | None = None,
+        cached_clean: Callable[[str, str], dict[str, np.ndarray] | None] | None = None,
     ) -> None:
         self.source = source
         self.corruption = corruption
@@ -235,7 +248,8 @@ class CorruptedPairs(Dataset):
         self.crop = crop
         self.labels = list(labels) if labels is not None else [r.label for r in source.records]
         self.corrupt_fn = corrupt_fn
-        # image id -> the clean pass's cached outputs or None; read here, in the workers, not in the main process
+        # (image id, source stamp) -> the clean pass's cached outputs and prepared image, or None; read here, in
+        # the workers, so a cached image is neither decoded nor resized again
         self.cached_clean = cached_clean
 
     def __len__(self) -> int:
@@ -245,12 +259,13 @@ class CorruptedPairs(Dataset):
         record = self.source.records[index]
         item: dict[str, Any] = {"index": index, "image_id": record.image_id, "label": self.labels[index]}
         try:
-            image = prepare_image(self.source.load_reduced(record, self.resize), self.resize, self.crop)
-            if min(image.size) < MIN_SIDE:
-                # Neither corruptions nor PaQ-2-PiQ (stride 32) work below this; upscaling is the user's call.
-                raise ValueError(f"image is {image.size[0]}x{image.size[1]} after resize/crop, below the {MIN_SIDE}"
-                                 " px minimum (set dataset.resize or dataset.crop to upscale small images)")
-            clean = np.array(image, dtype=np.uint8)
+            cached = None
+            if self.cached_clean is not None:
+                item["stamp"] = self.source.stamp(record)
+                cached = self.cached_clean(record.image_id, item["stamp"])
+            clean = cached.pop("image") if cached is not None else None
+            if clean is None or not self._is_prepared(clean):
+                clean, cached = self._prepare(record), None
             seed = image_seed(self.seed, record.image_id, self.corruption, self.severity)
             corrupted = self.corrupt_fn(clean, self.corruption, self.severity, seed)
         except Exception as exc:  # an unusable file must not stop the run: it is reported and skipped
@@ -259,8 +274,23 @@ class CorruptedPairs(Dataset):
         item["clean"] = torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1)
         item["corrupted"] = torch.from_numpy(np.ascontiguousarray(corrupted)).permute(2, 0, 1)
         if self.cached_clean is not None:
-            item["cached_clean"] = self.cached_clean(record.image_id)
+            item["cached_clean"] = cached
         return item
+
+    def _prepare(self, record: ImageRecord) -> np.ndarray:
+        """Decode, resize and crop one image into a uint8 (H, W, 3) array."""
+        image = prepare_image(self.source.load_reduced(record, self.resize), self.resize, self.crop)
+        if min(image.size) < MIN_SIDE:
+            # Neither corruptions nor PaQ-2-PiQ (stride 32) work below this; upscaling is the user's call.
+            raise ValueError(f"image is {image.size[0]}x{image.size[1]} after resize/crop, below the {MIN_SIDE}"
+                             " px minimum (set dataset.resize or dataset.crop to upscale small images)")
+        return np.array(image, dtype=np.uint8)
+
+    def _is_prepared(self, image: np.ndarray) -> bool:
+        """Whether a cached image has the shape this dataset's preparation gives (a damaged entry does not)."""
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < MIN_SIDE:
+            return False
+        return self.crop is None or image.shape[:2] == (self.crop, self.crop)
 
 
 IMAGE_FIELDS = ("clean", "corrupted", "cached_clean")

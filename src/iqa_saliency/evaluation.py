@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .attribution import AttributionMethod
-from .clean_cache import CLEAN_FIELDS, CleanCache, stack_clean_entries
+from .clean_cache import CLEAN_FIELDS, CleanCache
 from .corruption import is_clean
 from .data import collate_pairs
 from .figures import overlay, save_comparison_figure
@@ -211,12 +211,10 @@ class EvaluationModule(pl.LightningModule):
         labels = torch.tensor([it["label"] for it in items], device=self.device)
         # Clean outputs come from the sweep's cache where present; the rest of the clean images and all
         # corrupted ones go through the models together, in one pass.
-        cached = None
+        # looked up by the DataLoader workers (CorruptedPairs(cached_clean=...)); without it all are computed
+        cached = group.get("cached_clean") if self.clean_cache else None
         if self.clean_cache:
-            # looked up by the DataLoader workers where the dataset does it (CorruptedPairs(cached_clean=...))
-            cached = group.get("cached_clean") or stack_clean_entries(
-                [self.clean_cache.read(it["image_id"]) for it in items])
-            self.clean_cache.count(cached["found"])
+            self.clean_cache.count(cached["found"] if cached is not None else torch.zeros(n, dtype=torch.bool))
         miss = list(range(n)) if cached is None else (~cached["found"]).nonzero().flatten().tolist()
         inputs, input_labels = [], []
         if miss:
@@ -227,7 +225,7 @@ class EvaluationModule(pl.LightningModule):
             input_labels.append(labels)
         with self._model_clock():
             out = self._infer(torch.cat(inputs), torch.cat(input_labels)) if inputs else {}
-        clean = self._assemble_clean(items, cached, miss, out)
+        clean = self._assemble_clean(items, group["clean"], cached, miss, out)
         corr = clean if clean_only else {k: v[len(miss):] for k, v in out.items()}
 
         mos_clean, mos = clean["q_global"], corr["q_global"]
@@ -279,14 +277,16 @@ class EvaluationModule(pl.LightningModule):
             torch.cuda.synchronize(self.device)
         self.model_seconds += time.perf_counter() - started
 
-    def _assemble_clean(self, items, cached, miss, out) -> dict[str, torch.Tensor]:  # noqa: ANN001
-        """Clean outputs for every item: computed ones (first in `out`) and cached ones; new ones are cached."""
+    def _assemble_clean(self, items, images, cached, miss, out) -> dict[str, torch.Tensor]:  # noqa: ANN001
+        """Clean outputs for every item: computed ones (first in `out`) and cached ones; new ones are cached
+        with their prepared uint8 `images` (B, 3, H, W)."""
         computed = {k: v[: len(miss)] for k, v in out.items()}
         if self.clean_cache is None:
             return computed
         host = {k: v.cpu().numpy() for k, v in computed.items()}
         for j, i in enumerate(miss):  # written by the writer's threads; the run waits for them before it ends
-            self.writer.submit(self.clean_cache.put, items[i]["image_id"], {k: v[j] for k, v in host.items()})
+            self.writer.submit(self.clean_cache.put, items[i]["image_id"], {k: v[j] for k, v in host.items()},
+                               images[i].permute(1, 2, 0).numpy(), items[i].get("stamp", ""))
         if len(miss) == len(items):
             return computed
         merged = {}
