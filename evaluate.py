@@ -112,6 +112,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             clean_cache_dir=clean_cache_dir,
             corruption_cache_dir=cfg.corruption_cache,
             channels_last=cfg.channels_last,
+            fold_batchnorm=cfg.fold_batchnorm,
             attribution_options=options,
             quality_attribution_factory=partial(build_attribution, quality_saliency, **quality_options)
             if quality_saliency != "local" else None,

@@ -92,7 +92,7 @@ def test_one_pass_prediction_and_map_equal_the_two_pass_path(method):
     torch.testing.assert_close(by_label, explainer.attribute(x.clone(), target=labels), rtol=1e-5, atol=1e-6)
 
 
-def _evaluate_cell(run_dir, names, clean_cache_dir, workers, source=None):
+def _evaluate_cell(run_dir, names, clean_cache_dir, workers, source=None, fold_batchnorm=True):
     import pytorch_lightning as pl
 
     from iqa_saliency.attribution import build_attribution
@@ -109,6 +109,7 @@ def _evaluate_cell(run_dir, names, clean_cache_dir, workers, source=None):
         classifier=load_classifier(pretrained=False), attribution_factory=lambda m: build_attribution("gradcam", m),
         attribution_name="gradcam", trainer=trainer, run_dir=run_dir, corruption="contrast", severity=2, seed=0,
         resize=80, crop=64, batch_size=3, num_workers=workers, n_figures=0, clean_cache_dir=clean_cache_dir,
+        fold_batchnorm=fold_batchnorm,
     ).summary
     return pd.read_csv(run_dir / "per_image.csv"), summary
 
@@ -170,3 +171,84 @@ def test_cached_clean_image_is_not_decoded_again_and_a_replaced_file_is(tmp_path
     assert changed.decoded == ["im2.png"]
     assert (summary["clean_cache"]["hits"], summary["clean_cache"]["misses"]) == (3, 1)
     _assert_same_rows(rows, _evaluate_cell(tmp_path / "plain2", None, None, 0, source=ImageFolder(images))[0])
+
+
+def _randomise_batchnorm(model, seed=0):
+    """Non-trivial running statistics and affine parameters (untrained ones would make folding a no-op)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
+            m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.2)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+    return model.eval()
+
+
+def test_folded_classifier_gives_captums_gradcam_of_the_unfolded_one():
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    from iqa_saliency.attribution import build_attribution
+    from iqa_saliency.models.classifier import load_classifier
+    from iqa_saliency.models.folding import fold_batchnorm
+
+    model = _randomise_batchnorm(load_classifier(pretrained=False, seed=3).model)
+    folded = fold_batchnorm(model)
+    assert folded is not model
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 20  # the original is untouched
+    x = torch.rand(3, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want_logits = model(x)
+    logits, maps = build_attribution("gradcam", folded).predict_and_attribute(x)
+    torch.testing.assert_close(logits, want_logits, rtol=1e-4, atol=1e-4)
+    cam = LayerGradCam(model, model.net.layer4).attribute(x, target=want_logits.argmax(1), relu_attributions=True)
+    want = LayerAttribution.interpolate(cam, (96, 96), interpolate_mode="bilinear")[:, 0]
+    torch.testing.assert_close(maps, want, rtol=1e-4, atol=1e-5 * float(want.detach().abs().max()))
+
+
+def test_folded_quality_model_scores_like_the_unfolded_one():
+    from iqa_saliency.models.folding import fold_batchnorm
+
+    model = _randomise_batchnorm(PaQ2PiQ())
+    x = torch.rand(2, 3, 160, 224, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(fold_batchnorm(model)(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_folding_is_refused_when_a_block_uses_its_batchnorm_elsewhere(caplog):
+    from iqa_saliency.models.folding import fold_batchnorm
+
+    class SkipsItsConv(torch.nn.Module):  # named like a torchvision block, but bn1 normalises the input
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(3, 3, 3, padding=1)
+            self.bn1 = torch.nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.conv1(x) + self.bn1(x)
+
+    model = _randomise_batchnorm(SkipsItsConv())
+    assert fold_batchnorm(model) is model
+    assert "changed its outputs" in caplog.text
+
+
+def test_a_map_over_a_folded_convolution_keeps_the_model_unfolded():
+    from iqa_saliency.attribution import build_attribution
+    from iqa_saliency.evaluation import _with_explainer
+    from iqa_saliency.models.classifier import load_classifier
+
+    model = load_classifier(pretrained=False).model
+    run, explainer = _with_explainer(model, lambda m: build_attribution("gradcam", m, layer="net.layer4.1.conv2"),
+                                     fold=True)
+    assert run is model and explainer.layer is model.net.layer4[1].conv2  # pre-BatchNorm activations, as asked
+    run, explainer = _with_explainer(model, lambda m: build_attribution("gradcam", m), fold=True)
+    assert run is not model and not any(isinstance(m, torch.nn.BatchNorm2d) for m in run.modules())
+
+
+def test_pipeline_rows_with_and_without_folding_agree(tmp_path):
+    names = ["chelsea", "coffee", "rocket"]
+    plain, _ = _evaluate_cell(tmp_path / "plain", names, None, 0, fold_batchnorm=False)
+    folded, _ = _evaluate_cell(tmp_path / "folded", names, None, 0)
+    _assert_same_rows(folded, plain)

@@ -32,6 +32,7 @@ from .attribution import build_attribution
 from .corruption import apply_corruption, image_seed
 from .data import SAMPLE_IMAGES, CorruptedPairs, ImageRecord, ImageSource, SampleImages, collate_pairs, prepare_image
 from .models.classifier import load_classifier
+from .models.folding import fold_batchnorm
 from .models.paq2piq import load_paq2piq
 from .outputs import RunWriter
 from .similarity import compare_maps, pearson_cc
@@ -88,10 +89,12 @@ class Models:
     def __init__(self, device: torch.device, method: str, channels_last: bool = False, plain: bool = False) -> None:
         self.device = device
         self.quality = load_paq2piq(pretrained=False)[0].to(device)
-        if plain:  # the study's PaQ-2-PiQ: torchvision roi_pool over all 401 boxes, each box scored
-            self.quality.fast_pool, self.quality.share_scores = False, False
         self.classifier = load_classifier(pretrained=False)
         self.clf = self.classifier.model.to(device)
+        if plain:  # the study's PaQ-2-PiQ: torchvision roi_pool over all 401 boxes, each box scored
+            self.quality.fast_pool, self.quality.share_scores = False, False
+        else:  # as the pipeline runs them (fold_batchnorm=true)
+            self.quality, self.clf = fold_batchnorm(self.quality), fold_batchnorm(self.clf)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.quality.to(memory_format=torch.channels_last)

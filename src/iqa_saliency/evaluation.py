@@ -24,6 +24,7 @@ from .data import collate_pairs
 from .figures import overlay, save_comparison_figure
 from .metrics import RunMetrics
 from .models.classifier import Classifier
+from .models.folding import explains_folded_output, fold_batchnorm
 from .models.paq2piq import GlobalScore, PaQ2PiQ, ScoreNormalizer
 from .outputs import RunWriter
 from .similarity import compare_maps, pearson_cc, pool_to_grid, select_quality_map
@@ -99,6 +100,7 @@ class EvaluationSettings:
     channels_last: bool = False  # NHWC memory format for both models (faster with cuDNN, esp. bf16)
     quality_map: str = "raw"  # similarity.quality_map: raw | inverted | drop
     save_maps: bool = True  # False: per_image.csv only, no maps/*.npz (a large grid's maps fill disks)
+    fold_batchnorm: bool = True  # both models run with BatchNorm folded into their convolutions (same function)
 
 
 @functools.cache
@@ -122,6 +124,20 @@ def release_free_heap() -> None:
         trim(0)
 
 
+def _with_explainer(model: torch.nn.Module, factory: Callable[[torch.nn.Module], Any], fold: bool
+                    ) -> tuple[torch.nn.Module, Any]:
+    """The model to run (BatchNorm folded when asked) in eval mode and its explainer built on it.
+
+    A map over a folded convolution's output would take in its BatchNorm too, so then the model stays unfolded.
+    """
+    if fold:
+        folded = fold_batchnorm(model)
+        explainer = factory(folded)
+        if not explains_folded_output(explainer):
+            return folded.eval(), explainer
+    return model.eval(), factory(model)
+
+
 def safe_name(image_id: str) -> str:
     """A file-name-safe form of an image id."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)
@@ -142,13 +158,13 @@ class EvaluationModule(pl.LightningModule):
         quality_attribution_factory: Callable[[torch.nn.Module], AttributionMethod] | None = None,
     ) -> None:
         super().__init__()
-        self.quality = quality.eval()
         self.classifier_info = classifier
-        self.classifier = classifier.model.eval()
-        self.attribution = attribution_factory(self.classifier)
+        self.classifier, self.attribution = _with_explainer(classifier.model, attribution_factory,
+                                                            settings.fold_batchnorm)
         # explains the global score (B, 1), target 0; shares the quality model's modules, so it moves with them
-        self.quality_attribution = (quality_attribution_factory(GlobalScore(self.quality))
-                                    if quality_attribution_factory is not None else None)
+        quality_factory = ((lambda model: quality_attribution_factory(GlobalScore(model)))
+                           if quality_attribution_factory is not None else (lambda model: None))
+        self.quality, self.quality_attribution = _with_explainer(quality, quality_factory, settings.fold_batchnorm)
         self.writer = writer
         self.settings = settings
         self.normalizer = normalizer or ScoreNormalizer()

@@ -117,6 +117,7 @@ def run_evaluation(
     attribution_options: dict[str, Any] | None = None,
     corruption_cache_dir: str | Path | None = None,
     channels_last: bool = False,
+    fold_batchnorm: bool = True,
     quality_attribution_factory: Callable[[torch.nn.Module], AttributionMethod] | None = None,
     quality_saliency: str = "local",
     quality_map: str = "raw",
@@ -136,7 +137,7 @@ def run_evaluation(
     writer = RunWriter(run_dir, background_writes=4)
     todo = start_run(writer, len(source), resume, config)
     settings = EvaluationSettings(corruption, severity, target, n_figures, save_images, attribution_name,
-                                  channels_last, quality_map, save_maps)
+                                  channels_last, quality_map, save_maps, fold_batchnorm)
     clean_cache = None
     if clean_cache_dir is not None:
         clean_cache = CleanCache(clean_cache_dir, {
