@@ -252,3 +252,54 @@ def test_pipeline_rows_with_and_without_folding_agree(tmp_path):
     plain, _ = _evaluate_cell(tmp_path / "plain", names, None, 0, fold_batchnorm=False)
     folded, _ = _evaluate_cell(tmp_path / "folded", names, None, 0)
     _assert_same_rows(folded, plain)
+
+
+@pytest.mark.parametrize("severity", [2, 0])
+def test_quality_attribution_is_captums_gradcam_of_the_images_compared(tmp_path, severity):
+    """The quality model's map (quality.saliency) explains the corrupted image, or the clean one in a clean cell
+    whose clean pass comes from the cache; checked against captum on the unfolded model."""
+    import pytorch_lightning as pl
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    from iqa_saliency.attribution import build_attribution
+    from iqa_saliency.corruption import image_seed
+    from iqa_saliency.data import SampleImages, prepare_image
+    from iqa_saliency.models.classifier import load_classifier
+    from iqa_saliency.models.paq2piq import GlobalScore
+    from iqa_saliency.pipeline import run_evaluation
+
+    names = ["chelsea", "coffee"]
+    quality = _randomise_batchnorm(PaQ2PiQ())
+    cache = tmp_path / "cache"
+
+    def run(name, sev):
+        trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, inference_mode=False,
+                             use_distributed_sampler=False, enable_checkpointing=False, enable_model_summary=False,
+                             enable_progress_bar=False)
+        run_evaluation(
+            source=SampleImages(names), quality=(quality, _untrained_identity()),
+            classifier=load_classifier(pretrained=False), attribution_factory=lambda m: build_attribution("gradcam", m),
+            attribution_name="gradcam", trainer=trainer, run_dir=tmp_path / name, corruption="contrast", severity=sev,
+            seed=0, resize=80, crop=64, batch_size=2, num_workers=0, n_figures=0, clean_cache_dir=cache,
+            quality_attribution_factory=lambda m: build_attribution("gradcam", m), quality_saliency="gradcam")
+        return pd.read_csv(tmp_path / name / "per_image.csv")
+
+    run("fill", 3)  # the clean pass of both images is cached
+    rows = run("cell", severity)
+    source = SampleImages(names)
+    score = GlobalScore(quality)
+    for record, (_, row) in zip(source.records, rows.iterrows(), strict=True):
+        clean = np.array(prepare_image(source.load(record), 80, 64))
+        seed = image_seed(0, record.image_id, "contrast", severity)
+        image = clean if severity == 0 else apply_corruption(clean, "contrast", severity, seed)
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        cam = LayerGradCam(score, quality.body[7]).attribute(x, target=0, relu_attributions=True)
+        want = LayerAttribution.interpolate(cam, (64, 64), interpolate_mode="bilinear")[0, 0].detach().numpy()
+        got = np.load(tmp_path / "cell" / row["maps"])["quality_attribution"]
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
+
+
+def _untrained_identity():
+    from iqa_saliency.models.paq2piq import load_paq2piq
+
+    return load_paq2piq(pretrained=False)[1]

@@ -250,7 +250,8 @@ class EvaluationModule(pl.LightningModule):
         clean_pred, pred_c = clean["probs"].argmax(dim=1), probs_c.argmax(dim=1)
         qattr = None
         if self.quality_attribution is not None:  # the corrupted images only: that is what is compared
-            xq = self._to_float(group["clean" if clean_only else "corrupted"])
+            # the images compared are already on the device as the last model input, unless clean and cached
+            xq = inputs[-1] if inputs and (not clean_only or len(miss) == n) else self._to_float(group["clean"])
             with torch.enable_grad(), self._model_clock():
                 qattr = self.quality_attribution.attribute(xq.requires_grad_(True), target=0).float().detach()
         compared = select_quality_map(s.quality_map, qmap, clean["q_local"])
