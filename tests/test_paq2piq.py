@@ -111,12 +111,12 @@ def test_bf16_autocast_on_cpu_pools_exactly_on_both_paths():
     model = _random_model(4)
     x = torch.rand(2, 3, 96, 96)
     outs = []
-    for fast in (False, True):
+    for fast in (False, True, None):  # None: the default choice (the grid path under bf16 on a CPU)
         model.fast_pool = fast
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             outs.append(model(x))
     assert outs[0].dtype == torch.bfloat16
-    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
 
 
 @pytest.mark.parametrize("fmt", ["official", "plain"])

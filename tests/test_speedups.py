@@ -39,6 +39,19 @@ def test_model_fast_pool_equals_roi_pool_path():
         torch.testing.assert_close(fast(x), plain(x), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_concat_pool_equals_the_adaptive_pooling_layers(dtype):
+    from iqa_saliency.models.paq2piq import AdaptiveConcatPool2d
+
+    x = torch.randn(50, 16, 2, 2, generator=torch.Generator().manual_seed(0)).to(dtype)
+    want = torch.cat([torch.nn.AdaptiveMaxPool2d(1)(x), torch.nn.AdaptiveAvgPool2d(1)(x)], 1)
+    got = AdaptiveConcatPool2d()(x)
+    assert got.shape == want.shape == (50, 32, 1, 1)
+    torch.testing.assert_close(got, want, rtol=0, atol=0 if dtype == torch.float32 else 1e-2)
+    odd = torch.randn(3, 4, 5, 7)
+    assert torch.equal(AdaptiveConcatPool2d()(odd)[:, :4], odd.amax(dim=(2, 3), keepdim=True))
+
+
 def test_corruption_cache_returns_backend_result_and_skips_work(tmp_path, monkeypatch):
     image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     cached = CachedCorruption(tmp_path)
