@@ -58,6 +58,25 @@ def test_spearman_with_ties_matches_scipy():
     np.testing.assert_allclose(rank_average(torch.tensor(a)).numpy(), rankdata(a.reshape(4, -1), axis=1))
 
 
+@pytest.mark.parametrize("levels", [2, 7, 1000])  # many ties, some, almost none
+def test_rank_average_matches_scipy_on_map_sized_rows(levels):
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(levels)
+    x = rng.integers(0, levels, size=(5, 20, 20)).astype(np.float32) / 3
+    x[4] = 1.5  # a constant map: one run of ties
+    np.testing.assert_array_equal(rank_average(torch.tensor(x)).numpy(), rankdata(x.reshape(5, -1), axis=1))
+
+
+def test_rank_average_of_a_row_with_nan_is_nan_as_in_scipy():
+    from scipy.stats import rankdata
+
+    x = np.array([[0.3, np.nan, 0.1, 0.3], [0.2, 0.1, 0.1, 0.4]])
+    got = rank_average(torch.tensor(x)).numpy()
+    assert np.isnan(got[0]).all() and np.isnan(rankdata(x[0])).all()
+    np.testing.assert_array_equal(got[1], rankdata(x[1]))
+
+
 def test_pool_to_grid_is_block_mean():
     x = torch.arange(16 * 16, dtype=torch.float32).reshape(1, 16, 16)
     pooled = pool_to_grid(x, 4)

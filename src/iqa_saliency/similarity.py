@@ -51,11 +51,19 @@ def kld(quality: torch.Tensor, attribution: torch.Tensor) -> torch.Tensor:
 
 
 def rank_average(x: torch.Tensor) -> torch.Tensor:
-    """1-based ranks along dim 1 with ties given their average rank (as scipy.stats.rankdata)."""
+    """1-based ranks along dim 1 with ties given their average rank (as scipy.stats.rankdata); a row holding a
+    NaN is all NaN (scipy's nan_policy="propagate")."""
     x = _flat(x)
-    less = (x.unsqueeze(2) > x.unsqueeze(1)).sum(dim=2)
-    equal = (x.unsqueeze(2) == x.unsqueeze(1)).sum(dim=2)
-    return less.double() + (equal.double() + 1) / 2
+    values, order = x.sort(dim=1)
+    starts = torch.ones_like(values, dtype=torch.bool)
+    starts[:, 1:] = values[:, 1:] != values[:, :-1]
+    group = starts.cumsum(dim=1) - 1  # index of each sorted value's run of equal values
+    position = torch.arange(x.shape[1], device=x.device, dtype=torch.float64).expand_as(values)
+    first = torch.zeros_like(values).scatter_reduce(1, group, position, "amin", include_self=False)
+    last = torch.zeros_like(values).scatter_reduce(1, group, position, "amax", include_self=False)
+    ranks_sorted = ((first + last) / 2 + 1).gather(1, group)
+    ranks = torch.empty_like(ranks_sorted).scatter_(1, order, ranks_sorted)
+    return torch.where(torch.isnan(x).any(dim=1, keepdim=True), torch.nan, ranks)
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
