@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint clean bench-cpu bench-gpu
+.PHONY: install demo test test-fast lint clean bench-cpu bench-scaling bench-gpu
 BENCH_OUT ?= bench-out
 
 $(STAMP): pyproject.toml
@@ -31,6 +31,10 @@ bench-cpu: $(STAMP)
 	$(PY) -m iqa_saliency.bench --images 512 --baseline-images 48 --batch-size 16 --workers 2 --warm-cache --channels-last --out $(BENCH_OUT)/cpu_fp32_channels_last.json
 	$(PY) -m iqa_saliency.bench --images 512 --baseline-images 48 --batch-size 16 --workers 2 --warm-cache --channels-last --bf16 --out $(BENCH_OUT)/cpu_bf16_channels_last.json
 	$(PY) -m iqa_saliency.bench --compare-bf16 --images 128 --batch-size 16 --workers 2 --out $(BENCH_OUT)/cpu_bf16_deviation.json
+
+# The scaling table of BENCHMARKS.md: time and peak memory against image count and size (about 10 minutes).
+bench-scaling: $(STAMP)
+	$(PY) -m iqa_saliency.bench --scaling --scaling-images 100,1000,5000 --scaling-sizes 224,512,1024 --scaling-size-images 24 --batch-size 16 --workers 2 --corruption brightness --severity 1 --out $(BENCH_OUT)/cpu_scaling.json
 
 # On a GPU machine, with any Python that has the package installed (make bench-gpu PY=python): the CUDA tests,
 # then the GPU table of BENCHMARKS.md and the bf16 deviation (about 8 minutes on one H200).
