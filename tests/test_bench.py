@@ -24,6 +24,8 @@ def test_benchmark_runs_on_a_tiny_setting(tmp_path):
     assert any(n.startswith("models only, corrupted") for n in names)
     assert results["ratio_sweep_pipeline_vs_loop"] > 0 and results["warm_cache_fraction_of_models_only"] > 0
     assert results["ratio_pipeline_vs_loop"] > 0 and results["memory"]["rss_mib"] > 0
+    host = next(t for t in results["timings"] if t["name"].startswith("host bound"))
+    assert host["images"] == 4 and results["host_bound_vs_loop"] > 0
     pipeline = next(t for t in results["timings"] if t["name"] == "pipeline end to end (clean pass included)")
     assert 0 < pipeline["model_seconds"] < pipeline["seconds"] and pipeline["host_ms_per_image"] > 0
 

@@ -10,6 +10,7 @@ Weights are untrained (timing does not depend on their values). Prints a markdow
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -209,12 +210,29 @@ def bench_parts(models: Models, batches: list[dict[str, Any]], device: torch.dev
     return timings
 
 
+def fixed_outputs(module: Any, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Stand-in for EvaluationModule._infer: outputs of the right shapes and kinds, without running a model."""
+    batch, _, height, width = x.shape
+    g = torch.Generator(device=x.device).manual_seed(batch)
+    grid = module.quality.grid
+    return {"q_global": torch.rand(batch, generator=g, device=x.device),
+            "q_local": torch.rand(batch, grid, grid, generator=g, device=x.device),
+            "probs": torch.rand(batch, module.classifier_info.num_classes, generator=g, device=x.device).softmax(1),
+            "attribution": torch.rand(batch, height, width, generator=g, device=x.device)}
+
+
 def pipeline_run(n: int, corruption: str, severity: int, method: str, size: int, batch_size: int, workers: int,
                  accelerator: str, precision: str, corruption_cache: str | None, channels_last: bool,
-                 clean_cache: str | None = None) -> Timing:
-    """The project's pipeline (run_evaluation with a Lightning Trainer), end to end into a temporary folder."""
+                 clean_cache: str | None = None, host_only: bool = False) -> Timing:
+    """The project's pipeline (run_evaluation with a Lightning Trainer), end to end into a temporary folder.
+
+    host_only: the model calls return fixed outputs instead (everything else runs): the host side's own bound.
+    """
+    from unittest import mock
+
     import pytorch_lightning as pl
 
+    from .evaluation import EvaluationModule
     from .pipeline import run_evaluation
 
     source = CycledSamples(n)
@@ -225,13 +243,15 @@ def pipeline_run(n: int, corruption: str, severity: int, method: str, size: int,
         trainer = pl.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False,
                              inference_mode=False, use_distributed_sampler=False, enable_checkpointing=False,
                              enable_model_summary=False, enable_progress_bar=False)
+        infer = mock.patch.object(EvaluationModule, "_infer", fixed_outputs) if host_only else contextlib.nullcontext()
         start = time.perf_counter()
-        result = run_evaluation(source=source, quality=quality, classifier=classifier,
-                       attribution_factory=partial(build_attribution, method), attribution_name=method,
-                       trainer=trainer, run_dir=out, corruption=corruption, severity=severity, seed=0,
-                       resize=256 if size == 224 else None, crop=size, batch_size=batch_size, num_workers=workers,
-                       n_figures=0, corruption_cache_dir=corruption_cache, channels_last=channels_last,
-                       clean_cache_dir=clean_cache)
+        with infer:
+            result = run_evaluation(source=source, quality=quality, classifier=classifier,
+                           attribution_factory=partial(build_attribution, method), attribution_name=method,
+                           trainer=trainer, run_dir=out, corruption=corruption, severity=severity, seed=0,
+                           resize=256 if size == 224 else None, crop=size, batch_size=batch_size,
+                           num_workers=workers, n_figures=0, corruption_cache_dir=corruption_cache,
+                           channels_last=channels_last, clean_cache_dir=clean_cache)
         seconds = time.perf_counter() - start
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -314,9 +334,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  {t.name:<66} {t.images:>6} img  {t.seconds:9.2f} s  {t.rate:10.2f} img/s{note}", flush=True)
         return t
 
-    def pipeline(name: str, corruption_cache: str | None = None, clean_cache: str | None = None) -> Timing:
+    def pipeline(name: str, corruption_cache: str | None = None, clean_cache: str | None = None,
+                 host_only: bool = False) -> Timing:
         t = pipeline_run(args.images, args.corruption, args.severity, args.method, args.size, args.batch_size,
-                         workers, accelerator, precision, corruption_cache, args.channels_last, clean_cache)
+                         workers, accelerator, precision, corruption_cache, args.channels_last, clean_cache,
+                         host_only)
         t.name = name
         return t
 
@@ -348,6 +370,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                                 corruption_cache=caches[1], clean_cache=caches[0]))
             bound = next(t for t in parts if t.name.startswith("models only, corrupted"))
             results["warm_cache_fraction_of_models_only"] = round(warm.rate / bound.rate, 3)
+            host = add(pipeline("host bound: fully cached pipeline, model calls replaced by fixed outputs",
+                                corruption_cache=caches[1], clean_cache=caches[0], host_only=True))
+            results["host_bound_vs_loop"] = round(host.rate / base.rate, 2)
     finally:
         for cache in caches:
             shutil.rmtree(cache, ignore_errors=True)
@@ -355,8 +380,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     print(f"  pipeline / per-image loop: {results['ratio_pipeline_vs_loop']}x (clean pass included), "
           f"{results['ratio_sweep_pipeline_vs_loop']}x in a sweep (clean pass cached)", flush=True)
     if "warm_cache_fraction_of_models_only" in results:
-        print(f"  fully cached pipeline / models-only bound: {results['warm_cache_fraction_of_models_only']}",
-              flush=True)
+        print(f"  fully cached pipeline / models-only bound: {results['warm_cache_fraction_of_models_only']}; "
+              f"host bound / per-image loop: {results['host_bound_vs_loop']}x", flush=True)
     print(f"  peak memory: {results['memory']}", flush=True)
     return results
 
