@@ -22,6 +22,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     from iqa_saliency.data import resolve_num_workers
     from iqa_saliency.errors import ConfigError, DatasetError
+    from iqa_saliency.heap import reuse_freed_heap
     from iqa_saliency.models.classifier import read_checkpoint_meta
     from iqa_saliency.outputs import atomic_write_text, check_writable
     from iqa_saliency.provenance import provenance
@@ -99,6 +100,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()],
     )
     data.num_workers = resolve_num_workers(cfg.dataset.num_workers, trainer.num_devices)  # per process
+    reuse_freed_heap()
     try:
         trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path or None)
     finally:

@@ -316,3 +316,17 @@ def _untrained_identity():
     from iqa_saliency.models.paq2piq import load_paq2piq
 
     return load_paq2piq(pretrained=False)[1]
+
+
+def test_heap_settings_are_taken_by_glibc_and_skipped_elsewhere(monkeypatch):
+    import platform
+
+    from iqa_saliency import heap
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert heap.reuse_freed_heap() is True
+    heap._libc.cache_clear()
+    monkeypatch.setattr(heap.ctypes.util, "find_library", lambda name: None)
+    assert heap.reuse_freed_heap() is False
+    heap.release_free_heap()  # a no-op without glibc
+    heap._libc.cache_clear()

@@ -32,6 +32,7 @@ from PIL import Image
 from .attribution import build_attribution
 from .corruption import apply_corruption, image_seed
 from .data import SAMPLE_IMAGES, CorruptedPairs, ImageRecord, ImageSource, SampleImages, collate_pairs, prepare_image
+from .heap import reuse_freed_heap
 from .models.classifier import load_classifier
 from .models.folding import fold_batchnorm
 from .models.paq2piq import load_paq2piq
@@ -469,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare-bf16", action="store_true", help="measure bf16 autocast's deviation from fp32")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
+    reuse_freed_heap()  # as run_evaluation does, so the per-image loop runs with the same heap settings
     if args.compare_bf16:
         results = compare_bf16(args)
     else:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import functools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +19,7 @@ from .clean_cache import CLEAN_FIELDS, CleanCache
 from .corruption import is_clean
 from .data import collate_pairs
 from .figures import overlay, save_comparison_figure
+from .heap import release_free_heap
 from .metrics import RunMetrics
 from .models.classifier import Classifier
 from .models.folding import explains_folded_output, fold_batchnorm
@@ -103,25 +101,8 @@ class EvaluationSettings:
     fold_batchnorm: bool = True  # both models run with BatchNorm folded into their convolutions (same function)
 
 
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    libc = ctypes.util.find_library("c")
-    return getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
-
-
 # Trimming has a price (freed pages fault in again when reused), so it is done every so many batches.
 TRIM_EVERY_BATCHES = 32
-
-
-def release_free_heap() -> None:
-    """Give the C heap's free pages back to the OS (glibc only; a no-op elsewhere).
-
-    Without it the per-image arrays (~0.2 MB each) leave the glibc heap fragmented and a run's peak memory creeps
-    up by about 0.1 MB per image although nothing is held.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def _with_explainer(model: torch.nn.Module, factory: Callable[[torch.nn.Module], Any], fold: bool

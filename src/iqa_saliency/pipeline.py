@@ -22,6 +22,7 @@ from .corruption_cache import CachedCorruption
 from .data import NO_LABEL, CorruptedPairs, ImageSource
 from .errors import ConfigError, DatasetError
 from .evaluation import EvaluationModule, EvaluationSettings, PairData, Preview
+from .heap import reuse_freed_heap
 from .metrics import summarize_rows
 from .models.classifier import Classifier
 from .models.paq2piq import PaQ2PiQ, ScoreNormalizer
@@ -128,6 +129,7 @@ def run_evaluation(
     resume=True finishes an interrupted run in `run_dir`: images already on disk are not computed again.
     """
     started = time.time()
+    reuse_freed_heap()
     if resume and (Path(run_dir) / SUMMARY).exists():
         log.info("%s already holds a complete run; nothing to do.", run_dir)
         return EvaluationResult(json.loads((Path(run_dir) / SUMMARY).read_text()) if launch_rank() == 0 else {})
