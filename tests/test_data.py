@@ -116,3 +116,21 @@ def test_num_workers_auto_shares_the_usable_cores(monkeypatch):
     for bad in (-1, "many", 2.5):
         with pytest.raises(ConfigError, match=r"dataset.num_workers=.* Use a number of workers \(0 or more\) or auto"):
             resolve_num_workers(bad)
+
+
+def test_an_interrupt_inside_compiled_code_is_not_a_skipped_image():
+    """numba reports a Ctrl-C during its code as SystemError caused by KeyboardInterrupt: that stops the run."""
+    def interrupted(image, name, severity, seed):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise SystemError("CPUDispatcher(...) returned a result with an exception set") from exc
+
+    def broken(image, name, severity, seed):
+        raise SystemError("a real failure")
+
+    source = SampleImages(["chelsea"])
+    with pytest.raises(KeyboardInterrupt):
+        CorruptedPairs(source, "contrast", 2, seed=0, resize=64, crop=64, corrupt_fn=interrupted)[0]
+    item = CorruptedPairs(source, "contrast", 2, seed=0, resize=64, crop=64, corrupt_fn=broken)[0]
+    assert item["error"] == "SystemError: a real failure"

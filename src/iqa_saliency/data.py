@@ -17,7 +17,7 @@ from torchvision.transforms import functional as TF
 
 from .clean_cache import stack_clean_entries
 from .corruption import MIN_SIDE, apply_corruption, image_seed
-from .errors import ConfigError, DatasetError
+from .errors import ConfigError, DatasetError, reraise_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +269,7 @@ class CorruptedPairs(Dataset):
             seed = image_seed(self.seed, record.image_id, self.corruption, self.severity)
             corrupted = self.corrupt_fn(clean, self.corruption, self.severity, seed)
         except Exception as exc:  # an unusable file must not stop the run: it is reported and skipped
+            reraise_interrupt(exc)
             item["error"] = f"{type(exc).__name__}: {exc}".strip()
             return item
         item["clean"] = torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1)

@@ -23,16 +23,31 @@ class DatasetError(UserError):
     """A dataset that cannot be used as configured."""
 
 
-def find_user_error(exc: BaseException) -> UserError | None:
-    """The UserError behind `exc`, also when wrapped (e.g. by Hydra's instantiate)."""
+def _find_in_chain(exc: BaseException, kinds: type | tuple[type, ...]) -> BaseException | None:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, UserError):
+        if isinstance(current, kinds):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def find_user_error(exc: BaseException) -> UserError | None:
+    """The UserError behind `exc`, also when wrapped (e.g. by Hydra's instantiate)."""
+    return _find_in_chain(exc, UserError)
+
+
+def reraise_interrupt(exc: BaseException) -> None:
+    """Raise the Ctrl-C or exit hidden behind `exc`, if any.
+
+    A signal handled while compiled code runs (numba's glass_blur, for one) comes back as a SystemError whose cause
+    is the KeyboardInterrupt; code that reports per-image errors and goes on must not turn it into a skipped image.
+    """
+    interrupt = _find_in_chain(exc, (KeyboardInterrupt, SystemExit))
+    if interrupt is not None:
+        raise interrupt
 
 
 @contextmanager

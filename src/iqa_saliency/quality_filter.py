@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .data import ImageRecord, ImageSource, prepare_image
-from .errors import ConfigError
+from .errors import ConfigError, reraise_interrupt
 from .models.paq2piq import CATEGORIES, PaQ2PiQ, ScoreNormalizer
 from .models.weights import WeightsIdentity
 from .outputs import atomic_write, atomic_write_text
@@ -106,6 +106,7 @@ class _Prepared(Dataset):
         try:
             image = prepare_image(self.source.load(self.source.records[index]), self.resize, self.crop)
         except Exception as exc:  # unreadable: recorded as unscored, never kept
+            reraise_interrupt(exc)
             log.warning("Cannot score %s: %s", self.source.records[index].image_id, exc)
             return index, None
         return index, torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
