@@ -95,8 +95,11 @@ def test_complete_run_is_not_overwritten(tmp_path):
 
 def _start(run: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
+    # A shell without job control starts background commands with SIGINT ignored, and children inherit that
+    # (Python then installs no Ctrl-C handler): the run under test gets the default disposition back.
     return subprocess.Popen([sys.executable, str(ROOT / "evaluate.py"), *SLOW_RUN, *extra, f"hydra.run.dir={run}"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _finish(proc: subprocess.Popen, timeout: int = 600) -> str:
