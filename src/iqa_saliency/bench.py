@@ -53,11 +53,14 @@ class CycledSamples(ImageSource):
                         for k in range(n)]
         self._loader = base
 
+    def _sample(self, record: ImageRecord) -> ImageRecord:
+        return self._base[record.image_id.split("#")[0]]
+
     def load(self, record: ImageRecord) -> Image.Image:
-        return self._loader.load(self._base[record.image_id.split("#")[0]])
+        return self._loader.load(self._sample(record))
 
     def stamp(self, record: ImageRecord) -> str:
-        return self._loader.stamp(self._base[record.image_id.split("#")[0]])
+        return self._loader.stamp(self._sample(record))
 
 
 @dataclass
