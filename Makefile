@@ -27,22 +27,22 @@ test-fast: $(STAMP)
 
 # The CPU table of BENCHMARKS.md (about 15 minutes on 2 cores).
 bench-cpu: $(STAMP)
-	$(PY) -m iqa_saliency.bench --images 512 --baseline-images 48 --batch-size 16 --workers 2 --warm-cache --out $(BENCH_OUT)/cpu_fp32.json
-	$(PY) -m iqa_saliency.bench --images 512 --baseline-images 48 --batch-size 16 --workers 2 --warm-cache --channels-last --out $(BENCH_OUT)/cpu_fp32_channels_last.json
-	$(PY) -m iqa_saliency.bench --images 512 --baseline-images 48 --batch-size 16 --workers 2 --warm-cache --channels-last --bf16 --out $(BENCH_OUT)/cpu_bf16_channels_last.json
-	$(PY) -m iqa_saliency.bench --compare-bf16 --images 128 --batch-size 16 --workers 2 --out $(BENCH_OUT)/cpu_bf16_deviation.json
+	$(PY) -m benchmarks.pipeline --images 512 --baseline-images 48 --batch-size 16 --workers 2 --warm-cache --out $(BENCH_OUT)/cpu_fp32.json
+	$(PY) -m benchmarks.pipeline --images 512 --baseline-images 48 --batch-size 16 --workers 2 --warm-cache --channels-last --out $(BENCH_OUT)/cpu_fp32_channels_last.json
+	$(PY) -m benchmarks.pipeline --images 512 --baseline-images 48 --batch-size 16 --workers 2 --warm-cache --channels-last --bf16 --out $(BENCH_OUT)/cpu_bf16_channels_last.json
+	$(PY) -m benchmarks.pipeline --compare-bf16 --images 128 --batch-size 16 --workers 2 --out $(BENCH_OUT)/cpu_bf16_deviation.json
 
 # The scaling table of BENCHMARKS.md: time and peak memory against image count and size (about 10 minutes).
 bench-scaling: $(STAMP)
-	$(PY) -m iqa_saliency.bench --scaling --scaling-images 100,1000,5000 --scaling-sizes 224,512,1024 --scaling-size-images 24 --batch-size 16 --workers 2 --corruption brightness --severity 1 --out $(BENCH_OUT)/cpu_scaling.json
+	$(PY) -m benchmarks.pipeline --scaling --scaling-images 100,1000,5000 --scaling-sizes 224,512,1024 --scaling-size-images 24 --batch-size 16 --workers 2 --corruption brightness --severity 1 --out $(BENCH_OUT)/cpu_scaling.json
 
 # On a GPU machine, with any Python that has the package installed (make bench-gpu PY=python): the CUDA tests,
 # then the GPU table of BENCHMARKS.md and the bf16 deviation (about 8 minutes on one H200).
 bench-gpu:
 	$(PY) -m pytest -q tests/test_attribution.py -k gpu
-	$(PY) -m iqa_saliency.bench --device cuda --images 4096 --baseline-images 128 --batch-size 256 --workers 16 --warm-cache --out $(BENCH_OUT)/gpu_fp32.json
-	$(PY) -m iqa_saliency.bench --device cuda --images 4096 --baseline-images 64 --batch-size 256 --workers 16 --warm-cache --bf16 --channels-last --out $(BENCH_OUT)/gpu_bf16_channels_last.json
-	$(PY) -m iqa_saliency.bench --device cuda --compare-bf16 --images 512 --batch-size 128 --workers 8 --out $(BENCH_OUT)/gpu_bf16_deviation.json
+	$(PY) -m benchmarks.pipeline --device cuda --images 4096 --baseline-images 128 --batch-size 256 --workers 16 --warm-cache --out $(BENCH_OUT)/gpu_fp32.json
+	$(PY) -m benchmarks.pipeline --device cuda --images 4096 --baseline-images 64 --batch-size 256 --workers 16 --warm-cache --bf16 --channels-last --out $(BENCH_OUT)/gpu_bf16_channels_last.json
+	$(PY) -m benchmarks.pipeline --device cuda --compare-bf16 --images 512 --batch-size 128 --workers 8 --out $(BENCH_OUT)/gpu_bf16_deviation.json
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -21,17 +21,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Compose the configured pieces and run one cell; user errors surface before heavy work."""
     from hydra.utils import instantiate
 
-    from iqa_saliency.attribution import build_attribution, check_attribution, method_defaults
+    from iqa_saliency.attribution.registry import build_attribution, check_attribution, method_defaults
     from iqa_saliency.corruption import check_corruption
-    from iqa_saliency.data import resolve_num_workers
+    from iqa_saliency.data.loading import resolve_num_workers
+    from iqa_saliency.data.quality_filter import scorer_id
+    from iqa_saliency.data.selection import Selection, select_images
     from iqa_saliency.errors import WeightsUnavailableError, find_user_error
+    from iqa_saliency.evaluation.cell import run_evaluation
+    from iqa_saliency.evaluation.similarity import check_quality_map
+    from iqa_saliency.io.atomic import check_writable
+    from iqa_saliency.io.resume import check_run_folder, is_complete, launch_rank, read_summary
     from iqa_saliency.models.classifier import read_checkpoint_meta
-    from iqa_saliency.outputs import check_run_folder, check_writable, is_complete, launch_rank, read_summary
-    from iqa_saliency.pipeline import run_evaluation
-    from iqa_saliency.quality_filter import scorer_id
-    from iqa_saliency.reporting import finish_logger, log_preview_table
-    from iqa_saliency.selection import Selection, select_images
-    from iqa_saliency.similarity import check_quality_map
+    from iqa_saliency.report.loggers import finish_logger, log_preview_table
 
     check_corruption(cfg.corruption, cfg.severity)
     options = OmegaConf.to_container(cfg.attribution.get("options") or {}, resolve=True)
@@ -131,7 +132,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def check_output_dir(argv: list[str]) -> None:
     """Hydra creates the run folder before the job starts: check a user-given one first, for a one-line error."""
     from iqa_saliency.errors import exit_on_user_error
-    from iqa_saliency.outputs import check_writable
+    from iqa_saliency.io.atomic import check_writable
 
     key = "hydra.sweep.dir=" if ("-m" in argv or "--multirun" in argv) else "hydra.run.dir="
     given = [arg[len(key):].strip("'\"") for arg in argv if arg.startswith(key)]
@@ -148,10 +149,12 @@ def randomization_check(cfg: DictConfig) -> dict[str, Any]:
     """python evaluate.py +check=randomization: the model-randomisation sanity check on the dataset's images."""
     from hydra.utils import instantiate
 
-    from iqa_saliency.attribution import check_attribution, method_defaults
-    from iqa_saliency.outputs import RunWriter, check_writable
-    from iqa_saliency.provenance import provenance
-    from iqa_saliency.sanity import load_images, run_randomization, save_figure, write_table
+    from iqa_saliency.attribution.registry import check_attribution, method_defaults
+    from iqa_saliency.evaluation.sanity import load_images, run_randomization, write_table
+    from iqa_saliency.io.atomic import check_writable
+    from iqa_saliency.io.provenance import provenance
+    from iqa_saliency.io.run_writer import RunWriter
+    from iqa_saliency.report.figures import randomization_figure as save_figure
 
     check = cfg.check
     names = list(check.methods or [cfg.attribution.name])

@@ -20,16 +20,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
-    from iqa_saliency.data import resolve_num_workers
+    from iqa_saliency.data.loading import resolve_num_workers
+    from iqa_saliency.data.selection import Selection, select_images
+    from iqa_saliency.data.splits import split_source, write_split_csv
     from iqa_saliency.errors import ConfigError, DatasetError
     from iqa_saliency.heap import reuse_freed_heap
+    from iqa_saliency.io.atomic import atomic_write_text, check_writable
+    from iqa_saliency.io.provenance import provenance
     from iqa_saliency.models.classifier import read_checkpoint_meta
-    from iqa_saliency.outputs import atomic_write_text, check_writable
-    from iqa_saliency.provenance import provenance
-    from iqa_saliency.reporting import finish_logger
-    from iqa_saliency.selection import Selection, select_images
-    from iqa_saliency.splits import split_source, write_split_csv
-    from iqa_saliency.training import (
+    from iqa_saliency.report.loggers import finish_logger
+    from iqa_saliency.training.module import (
         AtomicCheckpointIO,
         ClassificationData,
         ClassifierModule,

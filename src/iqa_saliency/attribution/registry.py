@@ -1,0 +1,58 @@
+"""Attribution methods by name: register, list, check options against the constructors, build."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ..errors import ConfigError
+from .base import AttributionMethod
+
+ATTRIBUTION_METHODS: dict[str, type[AttributionMethod]] = {}
+
+
+def register(name: str) -> Callable[[type[AttributionMethod]], type[AttributionMethod]]:
+    """Class decorator adding a method to the registry under `name`."""
+
+    def wrap(cls: type[AttributionMethod]) -> type[AttributionMethod]:
+        ATTRIBUTION_METHODS[name] = cls
+        cls.name = name
+        return cls
+
+    return wrap
+
+
+def attribution_names() -> list[str]:
+    """Registered method names."""
+    return sorted(ATTRIBUTION_METHODS)
+
+
+def check_attribution_name(name: str) -> None:
+    """Raise ConfigError for an unregistered method name."""
+    if name not in ATTRIBUTION_METHODS:
+        raise ConfigError(f"Unknown attribution method '{name}'. Use one of: {', '.join(attribution_names())}.")
+
+
+def method_defaults(name: str) -> dict[str, Any]:
+    """A method's options and their defaults (what its conf/attribution/<name>.yaml should list)."""
+    check_attribution_name(name)
+    params = inspect.signature(ATTRIBUTION_METHODS[name].__init__).parameters
+    return {k: p.default for k, p in params.items() if k not in ("self", "model")}
+
+
+def check_attribution(name: str, options: dict[str, Any], key: str = "attribution.options") -> None:
+    """Raise ConfigError for an unknown method or option, before any model is built."""
+    check_attribution_name(name)
+    unknown = sorted(set(options) - set(method_defaults(name)))
+    if unknown:
+        raise ConfigError(f"{name} has no option {', '.join(unknown)}. Use {key} keys from: "
+                          f"{', '.join(method_defaults(name))}.")
+
+
+def build_attribution(name: str, model: nn.Module, **options: Any) -> AttributionMethod:
+    """Instantiate a registered method for `model` with its options."""
+    check_attribution(name, options)
+    return ATTRIBUTION_METHODS[name](model, **options)

@@ -1,0 +1,1 @@
+"""Caches shared between cells and sweeps: the clean pass and corrupted images."""

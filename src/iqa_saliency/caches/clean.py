@@ -1,0 +1,97 @@
+"""On-disk cache of the clean pass (the prepared image and its model outputs), so a sweep decodes, resizes and
+evaluates each clean image once per image and model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..io.atomic import atomic_write, atomic_write_text
+
+CLEAN_FIELDS = ("q_global", "q_local", "probs", "attribution")
+# Bumped when the entry layout changes, so a folder shared between versions never mixes layouts.
+ENTRY_FORMAT = 2
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    """A short digest of everything that determines the clean outputs."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+class CleanCache:
+    """One folder per (models, attribution, preprocessing) key; one .npz per image holding the model outputs,
+    the prepared uint8 image (H, W, 3) and the source's stamp of the file it came from.
+
+    An entry whose stamp differs from the file's current one (the file was replaced) is not used. Entries are
+    written atomically, so parallel jobs of a sweep can share the folder safely.
+    """
+
+    def __init__(self, root: str | os.PathLike, key_parts: dict[str, Any]) -> None:
+        key_parts = {**key_parts, "entry_format": ENTRY_FORMAT}
+        self.key = cache_key(key_parts)
+        self.dir = Path(root) / self.key
+        self.dir.mkdir(parents=True, exist_ok=True)
+        key_file = self.dir / "key.json"
+        if not key_file.exists():
+            atomic_write_text(key_file, json.dumps(key_parts, indent=2, sort_keys=True, default=str) + "\n")
+        self.hits = 0
+        self.misses = 0
+
+    def _path(self, image_id: str) -> Path:
+        digest = hashlib.sha1(image_id.encode()).hexdigest()[:16]
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)[-60:]
+        return self.dir / f"{stem}-{digest}.npz"
+
+    def read(self, image_id: str, stamp: str = "") -> dict[str, np.ndarray] | None:
+        """One image's cached outputs and prepared "image", or None if absent, unreadable or made from a file
+        with another stamp; not counted (DataLoader workers call this)."""
+        path = self._path(image_id)
+        if path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    if str(data["stamp"]) != stamp:
+                        return None
+                    return {k: data[k] for k in (*CLEAN_FIELDS, "image")}
+            except (OSError, ValueError, KeyError):
+                pass  # an unreadable entry is recomputed and rewritten
+        return None
+
+    def count(self, found: torch.Tensor) -> None:
+        """Count a batch of look-ups (a bool per image) as hits and misses."""
+        hits = int(found.sum())
+        self.hits += hits
+        self.misses += len(found) - hits
+
+    def put(self, image_id: str, arrays: dict[str, np.ndarray], image: np.ndarray, stamp: str = "") -> None:
+        """Store one image's clean outputs with its prepared uint8 (H, W, 3) image and its source stamp."""
+        data = {k: np.asarray(arrays[k]) for k in CLEAN_FIELDS}
+        data["image"] = np.ascontiguousarray(image, dtype=np.uint8)
+        data["stamp"] = np.array(stamp)
+        atomic_write(self._path(image_id), lambda fh: np.savez(fh, **data), durable=False)
+
+    def stats(self) -> dict[str, Any]:
+        return {"dir": str(self.dir), "hits": self.hits, "misses": self.misses}
+
+
+def stack_clean_entries(entries: list[dict[str, np.ndarray] | None]) -> dict[str, torch.Tensor]:
+    """Stack one image group's cache look-ups: {"found": bool (B,), field: (B, ...) with zeros where not found}.
+
+    An entry whose arrays do not match the others' shapes (a damaged or foreign file) counts as not found.
+    """
+    shapes = next(({k: e[k].shape for k in CLEAN_FIELDS} for e in entries if e is not None), None)
+    found = [e is not None and all(e[k].shape == shapes[k] for k in CLEAN_FIELDS) for e in entries]
+    out = {"found": torch.tensor(found, dtype=torch.bool)}
+    if shapes is not None:
+        for key in CLEAN_FIELDS:
+            stacked = np.zeros((len(entries), *shapes[key]), dtype=np.float32)
+            for i, entry in enumerate(entries):
+                if found[i]:
+                    stacked[i] = entry[key]
+            out[key] = torch.from_numpy(stacked)
+    return out

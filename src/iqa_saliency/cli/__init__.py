@@ -1,0 +1,1 @@
+"""Command-line entry points: compose the Hydra config, then call the library."""

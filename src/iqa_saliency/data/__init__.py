@@ -1,0 +1,1 @@
+"""Images in: sources, decoding, corrupted pairs, splits, the quality gate and image selection."""

@@ -1,0 +1,76 @@
+"""Decoding an image file safely as RGB, and the resize + centre crop of the ImageNet-C protocol."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+from torchvision.transforms import functional as TF
+
+log = logging.getLogger(__name__)
+
+# Above LARGE_PIXELS a JPEG is decoded at a reduced scale (draft) before resizing, so memory stays bounded;
+# a non-JPEG must be decoded in full, so above MAX_PIXELS it is skipped rather than risk exhausting memory.
+LARGE_PIXELS = 40_000_000
+MAX_PIXELS = 200_000_000
+
+
+def open_image(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:
+    """Decode an image file as RGB, EXIF orientation applied; raise ValueError/OSError if it is unusable.
+
+    A truncated file is an error (never a partly grey image). A file over LARGE_PIXELS is decoded at
+    the smallest JPEG draft scale whose shorter side stays >= `min_side`; over MAX_PIXELS a non-JPEG is refused.
+    """
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # some library switched it on process-wide; we do not accept that
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on; truncated files would load silently")
+    if os.path.getsize(path) == 0:
+        raise ValueError("empty file (0 bytes)")
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the size is checked below, against our own limits
+    try:
+        im = Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    with im:
+        w, h = im.size
+        if w * h > LARGE_PIXELS:
+            if im.format == "JPEG" and min_side:
+                scale = max(1, min(w, h) // min_side)
+                im.draft(None, (max(1, w // scale), max(1, h // scale)))
+                log.warning("%s is %dx%d; decoded at %dx%d (JPEG draft) before resizing", path, w, h, *im.size)
+            elif w * h > MAX_PIXELS:
+                raise ValueError(f"{w}x{h} image is over the {MAX_PIXELS:,} pixel limit for a non-JPEG file")
+        im.load()
+        return to_rgb(ImageOps.exif_transpose(im))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode (L, LA, P, RGBA, I;16, CMYK, ...) to 8-bit RGB."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        # 16-bit modes span 0-65535 whatever the content; 32-bit I/F have no fixed range (values > 255 -> 16-bit)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        array = np.clip(array, 0, peak)
+        return Image.fromarray(np.round(array / peak * 255).astype(np.uint8)).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def prepare_image(image: Image.Image, resize: int | None, crop: int | None) -> Image.Image:
+    """Resize the shorter side to `resize`, then centre-crop `crop` x `crop`, as ImageNet-C does."""
+    if resize is not None and min(image.size) != resize:
+        image = TF.resize(image, resize, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    if crop is not None:
+        if min(image.size) < crop:
+            # Padding would add black borders the models would see; upscaling keeps the content.
+            image = TF.resize(image, crop, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+        if image.size != (crop, crop):
+            image = TF.center_crop(image, [crop, crop])
+    return image

@@ -1,0 +1,113 @@
+"""The dataset that yields each image clean and corrupted, and the collate that stacks them per size."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..caches.clean import stack_clean_entries
+from ..corruption import MIN_SIDE, apply_corruption, image_seed
+from ..errors import reraise_interrupt
+from .images import prepare_image
+from .sources import ImageRecord, ImageSource
+
+
+class CorruptedPairs(Dataset):
+    """Yields each image clean and corrupted (uint8 CHW tensors), or the reason it is unusable."""
+
+    def __init__(
+        self,
+        source: ImageSource,
+        corruption: str,
+        severity: int,
+        seed: int,
+        resize: int | None = 256,
+        crop: int | None = 224,
+        labels: Sequence[int] | None = None,
+        corrupt_fn: Callable[[np.ndarray, str, int, int], np.ndarray] = apply_corruption,
+        cached_clean: Callable[[str, str], dict[str, np.ndarray] | None] | None = None,
+    ) -> None:
+        self.source = source
+        self.corruption = corruption
+        self.severity = severity
+        self.seed = seed
+        self.resize = resize
+        self.crop = crop
+        self.labels = list(labels) if labels is not None else [r.label for r in source.records]
+        self.corrupt_fn = corrupt_fn
+        # (image id, source stamp) -> the clean pass's cached outputs and prepared image, or None; read here, in
+        # the workers, so a cached image is neither decoded nor resized again
+        self.cached_clean = cached_clean
+
+    def __len__(self) -> int:
+        return len(self.source.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = self.source.records[index]
+        item: dict[str, Any] = {"index": index, "image_id": record.image_id, "label": self.labels[index]}
+        try:
+            cached = None
+            if self.cached_clean is not None:
+                item["stamp"] = self.source.stamp(record)
+                cached = self.cached_clean(record.image_id, item["stamp"])
+            clean = cached.pop("image") if cached is not None else None
+            if clean is None or not self._is_prepared(clean):
+                clean, cached = self._prepare(record), None
+            seed = image_seed(self.seed, record.image_id, self.corruption, self.severity)
+            corrupted = self.corrupt_fn(clean, self.corruption, self.severity, seed)
+        except Exception as exc:  # an unusable file must not stop the run: it is reported and skipped
+            reraise_interrupt(exc)
+            item["error"] = f"{type(exc).__name__}: {exc}".strip()
+            return item
+        item["clean"] = torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1)
+        item["corrupted"] = torch.from_numpy(np.ascontiguousarray(corrupted)).permute(2, 0, 1)
+        if self.cached_clean is not None:
+            item["cached_clean"] = cached
+        return item
+
+    def _prepare(self, record: ImageRecord) -> np.ndarray:
+        """Decode, resize and crop one image into a uint8 (H, W, 3) array."""
+        image = prepare_image(self.source.load_reduced(record, self.resize), self.resize, self.crop)
+        if min(image.size) < MIN_SIDE:
+            # Neither corruptions nor PaQ-2-PiQ (stride 32) work below this; upscaling is the user's call.
+            raise ValueError(f"image is {image.size[0]}x{image.size[1]} after resize/crop, below the {MIN_SIDE}"
+                             " px minimum (set dataset.resize or dataset.crop to upscale small images)")
+        return np.array(image, dtype=np.uint8)
+
+    def _is_prepared(self, image: np.ndarray) -> bool:
+        """Whether a cached image has the shape this dataset's preparation gives (a damaged entry does not)."""
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < MIN_SIDE:
+            return False
+        return self.crop is None or image.shape[:2] == (self.crop, self.crop)
+
+
+IMAGE_FIELDS = ("clean", "corrupted", "cached_clean")
+
+
+def collate_pairs(items: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Stack the usable items per image size into groups and set unusable ones aside.
+
+    Stacking happens in the DataLoader worker, so a batch crosses to the main process as a few large tensors
+    rather than two or more per image (each shared tensor costs the receiver a socket round trip and a mapping).
+    A group: {"items": per-image metadata, "clean"/"corrupted": uint8 (B, 3, H, W), and, when the dataset
+    looks up the clean-pass cache, "cached_clean" (see stack_clean_entries)}.
+    """
+    by_size: dict[tuple[int, ...], list[dict[str, Any]]] = {}
+    for it in items:
+        if "error" not in it:
+            by_size.setdefault(tuple(it["clean"].shape), []).append(it)
+    groups = []
+    for members in by_size.values():
+        group: dict[str, Any] = {
+            "items": [{k: v for k, v in it.items() if k not in IMAGE_FIELDS} for it in members],
+            "clean": torch.stack([it["clean"] for it in members]),
+            "corrupted": torch.stack([it["corrupted"] for it in members]),
+        }
+        if "cached_clean" in members[0]:
+            group["cached_clean"] = stack_clean_entries([it["cached_clean"] for it in members])
+        groups.append(group)
+    return {"groups": groups, "skipped": [it for it in items if "error" in it]}

@@ -1,0 +1,224 @@
+"""One evaluation cell, end to end: checks first, then the Lightning pass, then the run folder's files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from ..attribution.base import AttributionMethod
+from ..caches.clean import CleanCache
+from ..caches.corruption import CachedCorruption
+from ..corruption import apply_corruption, backend_version
+from ..data.pairs import CorruptedPairs
+from ..data.sources import NO_LABEL, ImageSource
+from ..errors import ConfigError, DatasetError
+from ..heap import reuse_freed_heap
+from ..io.provenance import provenance
+from ..io.resume import launch_rank, start_run
+from ..io.run_writer import RunWriter
+from ..io.schema import SUMMARY
+from ..models.classifier import Classifier
+from ..models.paq2piq import PaQ2PiQ, ScoreNormalizer
+from ..models.weights import WeightsIdentity
+from .metrics import summarize_rows
+from .module import EvaluationModule, EvaluationSettings, PairData, Preview
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationResult:
+    """The summary written to summary.json (empty on non-zero ranks) and the figure previews."""
+
+    summary: dict[str, Any]
+    previews: list[Preview] = field(default_factory=list)
+
+
+def _canonical(name: str) -> str:
+    return name.strip().lower().replace("_", " ").replace("-", " ")
+
+
+def map_labels(source: ImageSource, classifier: Classifier) -> tuple[list[int], str]:
+    """Source labels as classifier class indices, and how they were matched.
+
+    Raises DatasetError when the classifier was trained on named classes that the dataset lacks.
+    """
+    raw = [r.label for r in source.records]
+    if source.imagenet_labels:
+        if classifier.imagenet_classes:
+            return raw, "imagenet"
+        log.warning("The sample labels are ImageNet classes but the classifier is not; accuracy is left blank.")
+        return [NO_LABEL] * len(raw), "none"
+    if not source.class_names:
+        return raw, "none"
+    trained_on = classifier.extra.get("class_names")
+    if trained_on:
+        if list(source.class_names) != list(trained_on):
+            missing = sorted(set(trained_on) - set(source.class_names))
+            extra = sorted(set(source.class_names) - set(trained_on))
+            raise DatasetError(
+                f"The dataset's classes do not match the checkpoint's ({len(source.class_names)} vs "
+                f"{len(trained_on)}; missing {missing[:5]}, unexpected {extra[:5]}). Evaluate the checkpoint "
+                "on a dataset with the classes it was trained on."
+            )
+        return raw, "checkpoint"
+    if not classifier.imagenet_classes and len(source.class_names) != classifier.num_classes:
+        raise DatasetError(
+            f"The classifier has {classifier.num_classes} classes but the dataset has {len(source.class_names)} "
+            "class folders. Evaluate the checkpoint on a dataset with the classes it was trained on."
+        )
+    lookup = {_canonical(n): i for i, n in enumerate(classifier.class_names)}
+    mapping = {i: lookup.get(_canonical(n)) for i, n in enumerate(source.class_names)}
+    unmatched = [source.class_names[i] for i, j in mapping.items() if j is None]
+    if unmatched:
+        log.warning("Folder classes %s are not classifier classes; their images are evaluated without labels.",
+                    unmatched[:10])
+    return [NO_LABEL if mapping.get(lbl) is None else mapping[lbl] for lbl in raw], "class names"
+
+
+def check_target(target: str, labels: list[int]) -> None:
+    """attribution.target=label needs every image labelled."""
+    if target not in ("pred", "label"):
+        raise ConfigError(f"attribution.target={target!r} is not valid. Use attribution.target=pred or label.")
+    if target == "label" and any(lbl == NO_LABEL for lbl in labels):
+        raise ConfigError("attribution.target=label needs a label for every image, and some have none. "
+                          "Use attribution.target=pred, or a dataset with class folders.")
+
+
+def run_evaluation(
+    *,
+    source: ImageSource,
+    quality: tuple[PaQ2PiQ, WeightsIdentity],
+    classifier: Classifier,
+    attribution_factory: Callable[[torch.nn.Module], AttributionMethod],
+    attribution_name: str,
+    trainer: pl.Trainer,
+    run_dir: str | Path,
+    corruption: str,
+    severity: int,
+    seed: int,
+    resize: int | None,
+    crop: int | None,
+    batch_size: int = 8,
+    num_workers: int = 2,
+    target: str = "pred",
+    n_figures: int = 8,
+    save_images: bool = False,
+    save_maps: bool = True,
+    config: dict[str, Any] | None = None,
+    normalizer: ScoreNormalizer | None = None,
+    clean_cache_dir: str | Path | None = None,
+    attribution_options: dict[str, Any] | None = None,
+    corruption_cache_dir: str | Path | None = None,
+    channels_last: bool = False,
+    fold_batchnorm: bool = True,
+    quality_attribution_factory: Callable[[torch.nn.Module], AttributionMethod] | None = None,
+    quality_saliency: str = "local",
+    quality_map: str = "raw",
+    resume: bool = False,
+) -> EvaluationResult:
+    """Evaluate one (corruption, severity) cell and write the run folder (summary.json last).
+
+    resume=True finishes an interrupted run in `run_dir`: images already on disk are not computed again.
+    """
+    started = time.time()
+    reuse_freed_heap()
+    if resume and (Path(run_dir) / SUMMARY).exists():
+        log.info("%s already holds a complete run; nothing to do.", run_dir)
+        return EvaluationResult(json.loads((Path(run_dir) / SUMMARY).read_text()) if launch_rank() == 0 else {})
+    labels, label_source = map_labels(source, classifier)
+    check_target(target, labels)
+    quality_model, quality_weights = quality
+    writer = RunWriter(run_dir, background_writes=4)
+    todo = start_run(writer, len(source), resume, config)
+    settings = EvaluationSettings(corruption, severity, target, n_figures, save_images, attribution_name,
+                                  channels_last, quality_map, save_maps, fold_batchnorm)
+    clean_cache = None
+    if clean_cache_dir is not None:
+        clean_cache = CleanCache(clean_cache_dir, {
+            "quality": quality_weights.as_dict(), "classifier": classifier.weights.as_dict(),
+            "arch": classifier.arch, "attribution": attribution_name, "options": attribution_options or {},
+            "target": target, "resize": resize, "crop": crop, "seed": seed,
+            "labels": labels if target == "label" else None,
+        })
+    corrupt_fn = CachedCorruption(corruption_cache_dir) if corruption_cache_dir else apply_corruption
+    dataset = CorruptedPairs(source, corruption, severity, seed, resize=resize, crop=crop, labels=labels,
+                             corrupt_fn=corrupt_fn, cached_clean=clean_cache.read if clean_cache else None)
+    module = EvaluationModule(
+        quality_model, classifier, attribution_factory, writer, settings, normalizer, clean_cache=clean_cache,
+        quality_attribution_factory=quality_attribution_factory if quality_saliency != "local" else None,
+    )
+    data = PairData(dataset, batch_size=batch_size, num_workers=num_workers,
+                    pin_memory=trainer.accelerator.__class__.__name__ != "CPUAccelerator", indices=todo)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    try:
+        if todo:
+            trainer.test(module, datamodule=data, verbose=False)
+        writer.wait()
+        trainer.strategy.barrier()
+    except BaseException as exc:  # Ctrl-C, SIGTERM (see evaluate.py) or an error: keep what was computed
+        with contextlib.suppress(Exception):
+            writer.wait()  # maps already queued are finished; a row without its maps is redone on resume
+        if launch_rank() == 0:
+            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+            writer.write_status("interrupted" if interrupted else "failed", reason=f"{type(exc).__name__}: {exc}",
+                                rows_on_disk=len(writer.read_rows("per_image.csv")), config=config or {})
+            log.error("Run %s: partial results are kept in %s. Finish it with resume=true hydra.run.dir=%s",
+                      "interrupted" if interrupted else "failed", run_dir, run_dir)
+        raise
+    if not trainer.is_global_zero:
+        return EvaluationResult({}, [])
+    world = trainer.world_size
+    rows, skipped = writer.merge(world)
+    for row in skipped:
+        log.warning("Skipped %s: %s", row["image"], row["reason"])
+    if not rows:
+        writer.write_status("failed", reason="no usable image", config=config or {})
+        raise DatasetError(
+            f"No image of the {len(dataset)} in the dataset could be used (see {run_dir}/skipped.csv). "
+            "Check the dataset's files."
+        )
+    summary: dict[str, Any] = {
+        "corruption": corruption,
+        "severity": severity,
+        "seed": seed,
+        "attribution": attribution_name,
+        "attribution_target": target,
+        "quality_saliency": quality_saliency,
+        "quality_map": quality_map,
+        "n_images": len(rows),
+        "n_skipped": len(skipped),
+        "label_source": label_source,
+        # from the merged rows, so a resumed or multi-process run summarises exactly like a single one
+        "metrics": {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                    for k, v in summarize_rows(rows, module.metrics.mean_columns).items()},
+        "weights": {
+            "quality": quality_weights.as_dict(),
+            "classifier": classifier.weights.as_dict(),
+            "untrained": quality_weights.name == "untrained" or classifier.weights.name == "untrained",
+        },
+        "classifier": {"arch": classifier.arch, "num_classes": classifier.num_classes},
+        "corruption_backend": backend_version(),
+        "score_normalizer": asdict(normalizer or ScoreNormalizer()),
+        "clean_cache": clean_cache.stats() if clean_cache else None,
+        "world_size": world,
+        "resumed": len(todo) < len(dataset),
+        "device": str(module.device),
+        "seconds": round(time.time() - started, 3),
+        "model_seconds": round(module.model_seconds, 3),  # inside the model calls, process 0
+        "provenance": provenance(),
+        "config": config or {},
+    }
+    writer.write_summary(summary)
+    writer.remove_parts(world)
+    return EvaluationResult(summary, module.previews)

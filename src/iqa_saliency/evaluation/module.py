@@ -1,0 +1,331 @@
+"""Lightning pieces of an evaluation: the data module (sharded, unpadded) and the per-batch work."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..attribution.base import AttributionMethod
+from ..caches.clean import CLEAN_FIELDS, CleanCache
+from ..corruption import is_clean
+from ..data.loading import ShardSampler
+from ..data.pairs import collate_pairs
+from ..heap import release_free_heap
+from ..io.run_writer import RunWriter
+from ..models.classifier import Classifier
+from ..models.folding import explains_folded_output, fold_batchnorm
+from ..models.paq2piq import GlobalScore, PaQ2PiQ, ScoreNormalizer
+from ..report.figures import overlay, save_comparison_figure
+from .metrics import RunMetrics
+from .similarity import compare_maps, pearson_cc, pool_to_grid, select_quality_map
+
+# per-image columns filled only when the quality model is explained too (quality.saliency != local)
+QATTR_MEAN_COLUMNS = {"sim_cc_local": "similarity/cc_local", "sim_cc_qattr": "similarity/cc_qattr"}
+
+
+class PairData(pl.LightningDataModule):
+    """Serves a CorruptedPairs dataset; the sampler is built once the process's rank is known."""
+
+    def __init__(self, dataset: Dataset, batch_size: int = 8, num_workers: int = 2, pin_memory: bool = False,
+                 indices: Sequence[int] | None = None):
+        super().__init__()
+        self.dataset = dataset
+        self.indices = indices
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+
+    def test_dataloader(self) -> DataLoader:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=ShardSampler(len(self.dataset) if self.indices is None else self.indices, rank, world),
+            num_workers=self.num_workers,
+            collate_fn=collate_pairs,
+            pin_memory=self.pin_memory,
+            persistent_workers=False,
+        )
+
+
+@dataclass
+class Preview:
+    """One image's row with its input and both overlays, for experiment-logger tables."""
+
+    row: dict[str, Any]
+    image: np.ndarray
+    quality_overlay: np.ndarray
+    attribution_overlay: np.ndarray
+
+
+@dataclass
+class EvaluationSettings:
+    """Per-run choices the evaluation step needs."""
+
+    corruption: str
+    severity: int
+    target: str = "pred"  # "pred" or "label"
+    n_figures: int = 8
+    save_images: bool = False
+    method_title: str = "gradcam"
+    channels_last: bool = False  # NHWC memory format for both models (faster with cuDNN, esp. bf16)
+    quality_map: str = "raw"  # similarity.quality_map: raw | inverted | drop
+    save_maps: bool = True  # False: per_image.csv only, no maps/*.npz (a large grid's maps fill disks)
+    fold_batchnorm: bool = True  # both models run with BatchNorm folded into their convolutions (same function)
+
+
+# Trimming has a price (freed pages fault in again when reused), so it is done every so many batches.
+TRIM_EVERY_BATCHES = 32
+
+
+def _with_explainer(model: torch.nn.Module, factory: Callable[[torch.nn.Module], Any], fold: bool
+                    ) -> tuple[torch.nn.Module, Any]:
+    """The model to run (BatchNorm folded when asked) in eval mode and its explainer built on it.
+
+    A map over a folded convolution's output would take in its BatchNorm too, so then the model stays unfolded.
+    """
+    if fold:
+        folded = fold_batchnorm(model)
+        explainer = factory(folded)
+        if not explains_folded_output(explainer):
+            return folded.eval(), explainer
+    return model.eval(), factory(model)
+
+
+def safe_name(image_id: str) -> str:
+    """A file-name-safe form of an image id."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)
+
+
+class EvaluationModule(pl.LightningModule):
+    """Runs quality model, classifier and attribution on clean + corrupted images in one pass."""
+
+    def __init__(
+        self,
+        quality: PaQ2PiQ,
+        classifier: Classifier,
+        attribution_factory: Callable[[torch.nn.Module], AttributionMethod],
+        writer: RunWriter,
+        settings: EvaluationSettings,
+        normalizer: ScoreNormalizer | None = None,
+        clean_cache: CleanCache | None = None,
+        quality_attribution_factory: Callable[[torch.nn.Module], AttributionMethod] | None = None,
+    ) -> None:
+        super().__init__()
+        self.classifier_info = classifier
+        self.classifier, self.attribution = _with_explainer(classifier.model, attribution_factory,
+                                                            settings.fold_batchnorm)
+        # explains the global score (B, 1), target 0; shares the quality model's modules, so it moves with them
+        quality_factory = ((lambda model: quality_attribution_factory(GlobalScore(model)))
+                           if quality_attribution_factory is not None else (lambda model: None))
+        self.quality, self.quality_attribution = _with_explainer(quality, quality_factory, settings.fold_batchnorm)
+        self.writer = writer
+        self.settings = settings
+        self.normalizer = normalizer or ScoreNormalizer()
+        self.metrics = RunMetrics(QATTR_MEAN_COLUMNS)
+        self.clean_cache = clean_cache
+        self.summary: dict[str, float] | None = None
+        self.previews: list[Preview] = []
+        self.model_seconds = 0.0  # wall time inside the model calls (this process): the rest is host-side work
+
+    def on_test_start(self) -> None:
+        self.writer.rank = self.global_rank
+        if self.settings.channels_last:
+            self.quality.to(memory_format=torch.channels_last)
+            self.classifier.to(memory_format=torch.channels_last)
+
+    def test_step(self, batch: dict[str, list[dict[str, Any]]], batch_idx: int) -> None:
+        self.writer.append_skipped(
+            {"index": it["index"], "image": it["image_id"], "reason": it["error"]} for it in batch["skipped"]
+        )
+        for group in batch["groups"]:  # one per image size (collate_pairs)
+            self._evaluate(group)
+        if batch_idx % TRIM_EVERY_BATCHES == TRIM_EVERY_BATCHES - 1:
+            release_free_heap()
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Keep the batch on the host: images are stacked per size group first and copied once (`_to_float`);
+        the uint8 images also feed the CPU-side writing."""
+        return batch
+
+    def _to_float(self, images: torch.Tensor, rows: list[int] | None = None) -> torch.Tensor:
+        """uint8 (B, 3, H, W) images (or some rows of them) on the device as floats in [0, 1]."""
+        stacked = images if rows is None else images[rows]
+        if self.device.type == "cuda" and not stacked.is_pinned():
+            stacked = stacked.pin_memory()
+        stacked = stacked.to(self.device, non_blocking=True)
+        fmt = torch.channels_last if self.settings.channels_last else torch.contiguous_format
+        return stacked.float().div_(255.0).contiguous(memory_format=fmt)
+
+    def _infer(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Quality scores and maps, class probabilities and attribution maps for a batch of [0,1] images."""
+        with torch.no_grad():
+            q_global, q_local = self.quality.split(self.quality(x).float())
+        by_label = self.settings.target == "label"
+        if hasattr(self.attribution, "predict_and_attribute"):  # layer methods: prediction and map in one pass
+            logits, attr = self.attribution.predict_and_attribute(x, labels if by_label else None)
+            probs = logits.float().softmax(dim=1)
+        else:
+            with torch.no_grad():
+                probs = self.classifier(x).float().softmax(dim=1)
+            target = labels if by_label else probs.argmax(dim=1)
+            with torch.enable_grad():
+                attr = self.attribution.attribute(x.detach().requires_grad_(True), target=target)
+        return {"q_global": q_global, "q_local": q_local, "probs": probs, "attribution": attr.float().detach()}
+
+    def _evaluate(self, group: dict[str, Any]) -> None:
+        s = self.settings
+        items = group["items"]
+        n = len(items)
+        clean_only = is_clean(s.corruption, s.severity)
+        labels = torch.tensor([it["label"] for it in items], device=self.device)
+        # Clean outputs come from the sweep's cache where present; the rest of the clean images and all
+        # corrupted ones go through the models together, in one pass.
+        # looked up by the DataLoader workers (CorruptedPairs(cached_clean=...)); without it all are computed
+        cached = group.get("cached_clean") if self.clean_cache else None
+        if self.clean_cache:
+            self.clean_cache.count(cached["found"] if cached is not None else torch.zeros(n, dtype=torch.bool))
+        miss = list(range(n)) if cached is None else (~cached["found"]).nonzero().flatten().tolist()
+        inputs, input_labels = [], []
+        if miss:
+            inputs.append(self._to_float(group["clean"], None if len(miss) == n else miss))
+            input_labels.append(labels[miss])
+        if not clean_only:
+            inputs.append(self._to_float(group["corrupted"]))
+            input_labels.append(labels)
+        with self._model_clock():
+            out = self._infer(torch.cat(inputs), torch.cat(input_labels)) if inputs else {}
+        clean = self._assemble_clean(items, group["clean"], cached, miss, out)
+        corr = clean if clean_only else {k: v[len(miss):] for k, v in out.items()}
+
+        mos_clean, mos = clean["q_global"], corr["q_global"]
+        qmap, attr_clean, attr_corr = corr["q_local"], clean["attribution"], corr["attribution"]
+        probs_c = corr["probs"]
+        clean_pred, pred_c = clean["probs"].argmax(dim=1), probs_c.argmax(dim=1)
+        qattr = None
+        if self.quality_attribution is not None:  # the corrupted images only: that is what is compared
+            # the images compared are already on the device as the last model input, unless clean and cached
+            xq = inputs[-1] if inputs and (not clean_only or len(miss) == n) else self._to_float(group["clean"])
+            with torch.enable_grad(), self._model_clock():
+                qattr = self.quality_attribution.attribute(xq.requires_grad_(True), target=0).float().detach()
+        compared = select_quality_map(s.quality_map, qmap, clean["q_local"])
+        sims = compare_maps(compared, attr_corr)
+        nan = torch.full((n,), math.nan, device=self.device, dtype=torch.float64)
+        like_with_like = {"sim_cc_local": nan, "sim_cc_qattr": nan}
+        if qattr is not None:
+            grid = compared.shape[-1]
+            like_with_like = {"sim_cc_local": sims["cc"],
+                              "sim_cc_qattr": pearson_cc(pool_to_grid(qattr, grid), pool_to_grid(attr_corr, grid))}
+        stability = pearson_cc(attr_clean, attr_corr)
+        has_label = labels >= 0
+        safe_labels = labels.clamp_min(0)
+        top5 = probs_c.topk(min(5, probs_c.shape[1]), dim=1).indices
+        correct1 = torch.where(has_label, (pred_c == safe_labels).double(), nan)
+        correct5 = torch.where(has_label, (top5 == safe_labels[:, None]).any(dim=1).double(), nan)
+        values = {
+            "mos": mos.double(), "mos_clean": mos_clean.double(), "mos_drop": (mos_clean - mos).double(),
+            "mos_normalized": self.normalizer(mos).double(),
+            "pred_prob": probs_c.gather(1, pred_c[:, None])[:, 0].double(),
+            "clean_pred_prob": probs_c.gather(1, clean_pred[:, None])[:, 0].double(),
+            "flipped": (pred_c != clean_pred).double(),
+            "correct_top1": correct1, "correct_top5": correct5,
+            **{f"sim_{k}": v.double() for k, v in sims.items()},
+            **{k: v.double() for k, v in like_with_like.items()},
+            "attr_stability_cc": stability.double(),
+        }
+        self.metrics.update(values)
+        extra_maps = {"quality_map_clean": clean["q_local"]}
+        if qattr is not None:
+            extra_maps["quality_attribution"] = qattr
+        self._write(items, group["corrupted"], values, pred_c, clean_pred, qmap, attr_corr, extra_maps)
+
+    @contextlib.contextmanager
+    def _model_clock(self) -> Iterator[None]:
+        """Add the wall time of the block to model_seconds (waiting for the GPU to finish it)."""
+        started = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.model_seconds += time.perf_counter() - started
+
+    def _assemble_clean(self, items, images, cached, miss, out) -> dict[str, torch.Tensor]:  # noqa: ANN001
+        """Clean outputs for every item: computed ones (first in `out`) and cached ones; new ones are cached
+        with their prepared uint8 `images` (B, 3, H, W)."""
+        computed = {k: v[: len(miss)] for k, v in out.items()}
+        if self.clean_cache is None:
+            return computed
+        host = {k: v.cpu().numpy() for k, v in computed.items()}
+        for j, i in enumerate(miss):  # written by the writer's threads; the run waits for them before it ends
+            self.writer.submit(self.clean_cache.put, items[i]["image_id"], {k: v[j] for k, v in host.items()},
+                               images[i].permute(1, 2, 0).numpy(), items[i].get("stamp", ""))
+        if len(miss) == len(items):
+            return computed
+        merged = {}
+        for key in CLEAN_FIELDS:  # one host-to-device copy per field for the whole group
+            merged[key] = cached[key].to(self.device, non_blocking=True)
+            if miss:
+                merged[key][miss] = computed[key].to(merged[key].dtype)
+        return merged
+
+    def _write(self, items, corrupted, values, pred, clean_pred, qmap, attr, extra_maps) -> None:  # noqa: ANN001
+        s = self.settings
+        names = self.classifier_info.class_names
+        cpu = {k: v.cpu().numpy() for k, v in values.items()}
+        pred, clean_pred = pred.cpu().numpy(), clean_pred.cpu().numpy()
+        qmap_np, attr_np = qmap.cpu().numpy(), attr.cpu().numpy()
+        extra_np = {k: v.cpu().numpy() for k, v in extra_maps.items()}
+        rows = []
+        for i, it in enumerate(items):
+            stem = f"{it['index']:06d}_{safe_name(it['image_id'])}"
+            maps_rel = f"maps/{stem}.npz" if s.save_maps else ""
+            if s.save_maps:
+                self.writer.save_maps(maps_rel, quality_map=qmap_np[i], attribution=attr_np[i],
+                                      **{k: v[i] for k, v in extra_np.items()})
+            label = int(it["label"])
+            norm = float(cpu["mos_normalized"][i])
+            row = {
+                "index": it["index"], "image": it["image_id"],
+                "label": label if label >= 0 else None,
+                "label_name": names[label] if 0 <= label < len(names) else None,
+                "corruption": s.corruption, "severity": s.severity,
+                **{k: float(v[i]) for k, v in cpu.items()},
+                "quality_category": ScoreNormalizer.category(norm),
+                "pred": int(pred[i]), "pred_name": names[int(pred[i])],
+                "clean_pred": int(clean_pred[i]), "flipped": bool(cpu["flipped"][i]),
+                "maps": maps_rel,
+            }
+            rows.append(row)
+            corrupted_u8 = corrupted[i].permute(1, 2, 0).numpy()
+            if s.save_images:
+                self.writer.save_png(f"images/{stem}.png", corrupted_u8)
+            if it["index"] < s.n_figures:
+                self._figure(stem, corrupted_u8, qmap_np[i], attr_np[i], row)
+        self.writer.append_rows(rows)
+
+    def _figure(self, stem: str, image: np.ndarray, qmap: np.ndarray, attr: np.ndarray, row: dict) -> None:
+        s = self.settings
+        cell = "clean" if is_clean(s.corruption, s.severity) else f"{s.corruption} s{s.severity}"
+        cc = "CC" if s.quality_map == "raw" else f"CC ({s.quality_map})"
+        titles = (
+            f"{row['image']} · {cell}",
+            f"MOS {row['mos']:.1f} ({row['quality_category']}) · clean {row['mos_clean']:.1f}",
+            f"{s.method_title}: {row['pred_name']} {row['pred_prob']:.2f} · {cc} {row['sim_cc']:.2f}",
+        )
+        save_comparison_figure(self.writer.run_dir / "figures" / f"{stem}.png", image, qmap, attr, titles)
+        self.previews.append(Preview(row, image, overlay(image, qmap, cmap="RdYlGn", alpha=0.55),
+                                     overlay(image, attr, mode="bilinear")))
+
+    def on_test_epoch_end(self) -> None:
+        self.summary = self.metrics.compute()
+        loggable = {k: v for k, v in self.summary.items() if not math.isnan(v)}
+        if loggable:
+            self.log_dict(loggable, rank_zero_only=True)

@@ -1,0 +1,16 @@
+"""Names in a run folder: file names and the column lists of its CSV files."""
+
+from __future__ import annotations
+
+PER_IMAGE_COLUMNS = [
+    "index", "image", "label", "label_name", "corruption", "severity",
+    "mos", "mos_normalized", "quality_category", "mos_clean", "mos_drop",
+    "pred", "pred_name", "pred_prob", "clean_pred", "clean_pred_prob", "flipped",
+    "correct_top1", "correct_top5",
+    "sim_cc", "sim_sim", "sim_kld", "sim_spearman", "sim_cc_local", "sim_cc_qattr", "attr_stability_cc", "maps",
+]
+SKIPPED_COLUMNS = ["index", "image", "reason"]
+PER_IMAGE = "per_image.csv"
+SKIPPED = "skipped.csv"
+SUMMARY = "summary.json"
+INCOMPLETE = "INCOMPLETE"  # JSON status of a run that has not finished (running, interrupted, failed)

@@ -1,0 +1,1 @@
+"""Reading run folders back: the sweep report, all figures, and the experiment loggers."""

@@ -1,0 +1,190 @@
+"""All figures: the per-image comparison (image | quality overlay | attribution overlay) and the sweep report's
+panels, each written through one save_figure (atomic PNG)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
+
+Y_LABELS = {"acc_top1": "top-1 accuracy", "flip_rate": "flip rate vs clean"}
+
+
+
+def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Write `fig` as a PNG through a temporary file and a rename (never a half-written figure), then close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def upsample(grid_map: np.ndarray, height: int, width: int, mode: str = "nearest") -> np.ndarray:
+    """Resize a 2-D map to the image size (nearest keeps the quality patches visible)."""
+    t = torch.as_tensor(np.asarray(grid_map, dtype=np.float32))[None, None]
+    kwargs = {"align_corners": False} if mode == "bilinear" else {}
+    return F.interpolate(t, size=(height, width), mode=mode, **kwargs)[0, 0].numpy()
+
+
+def normalize01(x: np.ndarray) -> np.ndarray:
+    """Min-max scale to [0, 1] for display; a constant map becomes zeros."""
+    lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
+    return np.zeros_like(x) if hi <= lo else (x - lo) / (hi - lo)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, cmap: str = "jet", alpha: float = 0.5,
+            mode: str = "nearest") -> np.ndarray:
+    """Blend a heat map (any size, display-normalised here) over an HxWx3 uint8 image."""
+    h, w = image.shape[:2]
+    heat = normalize01(upsample(heat, h, w, mode) if heat.shape != (h, w) else heat)
+    colored = plt.get_cmap(cmap)(heat)[..., :3]
+    blended = (1 - alpha) * image.astype(np.float32) / 255.0 + alpha * colored
+    return (np.clip(blended, 0, 1) * 255).round().astype(np.uint8)
+
+
+def save_comparison_figure(path: str | os.PathLike, image: np.ndarray, quality_map: np.ndarray,
+                           attribution: np.ndarray, titles: tuple[str, str, str]) -> None:
+    """Write the three-panel figure for one image to `path` (PNG)."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), constrained_layout=True)
+    axes[0].imshow(image)
+    h, w = image.shape[:2]
+    im = axes[1].imshow(overlay(image, quality_map, cmap="RdYlGn", alpha=0.55))
+    sm = plt.cm.ScalarMappable(cmap="RdYlGn",
+                               norm=matplotlib.colors.Normalize(float(quality_map.min()), float(quality_map.max())))
+    fig.colorbar(sm, ax=axes[1], fraction=0.046, pad=0.02, label="local quality (raw score)")
+    axes[2].imshow(overlay(image, attribution, cmap="jet", alpha=0.5, mode="bilinear"))
+    sm2 = plt.cm.ScalarMappable(cmap="jet", norm=matplotlib.colors.Normalize(0, 1))
+    fig.colorbar(sm2, ax=axes[2], fraction=0.046, pad=0.02, label="attribution (min-max scaled)")
+    del im
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    save_figure(fig, path, dpi=100)
+
+
+def _panels(axes: Sequence[Any], rows: pd.DataFrame, y_acc: str, legend: bool) -> None:
+    """Accuracy, mean MOS and CC (with 95% CI) against severity, one line per variant."""
+    for variant, r in rows.groupby("variant"):
+        r = r.sort_values("severity")
+        axes[0].plot(r["severity"], r[y_acc], marker="o", label=variant)
+        axes[1].errorbar(r["severity"], r["mos_mean"], yerr=r["mos_std"], marker="o", capsize=3, label=variant)
+        axes[2].plot(r["severity"], r["sim_cc_mean"], marker="o", label=variant)
+        axes[2].fill_between(r["severity"], r["sim_cc_ci_low"], r["sim_cc_ci_high"], alpha=0.2)
+    for ax, ylabel in zip(axes, (Y_LABELS.get(y_acc, y_acc), "mean MOS (± std)", "CC quality map vs attribution"),
+                          strict=True):
+        ax.set_xlabel("severity")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.set_xticks(sorted(rows["severity"].unique()))
+    if legend and rows["variant"].nunique() > 1:
+        axes[2].legend(fontsize=8)
+
+
+def per_corruption_panels(curves: pd.DataFrame, out_dir: Path, y_acc: str) -> dict[str, Path]:
+    """One three-panel figure per corruption (the original study's plots)."""
+    paths = {}
+    for corruption, rows in curves.groupby("corruption"):
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
+        _panels(axes, rows, y_acc, legend=True)
+        fig.suptitle(corruption)
+        paths[corruption] = save_figure(fig, out_dir / f"corruption_{corruption}.png")
+    return paths
+
+
+def overview_grid(curves: pd.DataFrame, path: Path, y_acc: str) -> Path:
+    """All corruptions at a glance: one row per corruption, the three panels as columns."""
+    corruptions = sorted(curves["corruption"].unique())
+    fig, axes = plt.subplots(len(corruptions), 3, figsize=(12, 2.6 * len(corruptions) + 0.6),
+                             constrained_layout=True, squeeze=False)
+    for i, corruption in enumerate(corruptions):
+        _panels(axes[i], curves[curves["corruption"] == corruption], y_acc, legend=(i == 0))
+        axes[i][0].set_title(corruption, loc="left", fontsize=10, fontweight="bold")
+    return save_figure(fig, path)
+
+
+def mos_vs_accuracy(summary: pd.DataFrame, path: Path, y_acc: str, correlation: dict[str, float]) -> Path:
+    """Mean MOS against accuracy over all cells, coloured by corruption, with the correlations in the title."""
+    fig, ax = plt.subplots(figsize=(7.5, 5.5), constrained_layout=True)
+    cmap = plt.get_cmap("tab20")
+    for k, (corruption, rows) in enumerate(summary.groupby("corruption")):
+        ax.scatter(rows["mos_mean"], rows[y_acc], color=cmap(k % 20), label=corruption, s=20 + 12 * rows["severity"],
+                   edgecolor="black", linewidth=0.4)
+    ax.set_xlabel("mean MOS (PaQ-2-PiQ, raw)")
+    ax.set_ylabel(Y_LABELS.get(y_acc, y_acc))
+    rho, r = correlation.get("spearman", math.nan), correlation.get("pearson", math.nan)
+    ax.set_title(f"cells: n={correlation.get('n', 0)}, Spearman ρ={rho:.3f}, Pearson r={r:.3f} "
+                 "(marker size = severity)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncols=2, loc="best")
+    return save_figure(fig, path)
+
+
+def image_grids(cells: Sequence[Any], out_dir: Path, images: Sequence[str] | None = None,
+                max_images: int = 2) -> list[Path]:
+    """Per corruption and chosen image: rows = severities, each row the cell's image | quality | attribution figure."""
+    by_corruption: dict[str, dict[int, Any]] = {}
+    clean_cells = [c for c in cells if c.summary["corruption"] == "none"]
+    for cell in cells:
+        c, s = cell.summary["corruption"], int(cell.summary["severity"])
+        if c != "none":
+            by_corruption.setdefault(c, {})[s] = cell
+    paths = []
+    for corruption, cells_by_severity in sorted(by_corruption.items()):
+        if 0 not in cells_by_severity and clean_cells:
+            cells_by_severity[0] = clean_cells[0]
+        severities = sorted(cells_by_severity)
+        available = [{p.stem.split("_", 1)[1]: p for p in (cells_by_severity[s].path / "figures").glob("*.png")}
+                     for s in severities]
+        common = sorted(set.intersection(*(set(a) for a in available))) if available else []
+        chosen = [i for i in (images or common[:max_images]) if i in common]
+        for image_id in chosen:
+            fig, axes = plt.subplots(len(severities), 1, figsize=(12, 4.1 * len(severities)),
+                                     constrained_layout=True, squeeze=False)
+            for ax, s, figs in zip(axes[:, 0], severities, available, strict=True):
+                ax.imshow(np.asarray(Image.open(figs[image_id]).convert("RGB")))
+                ax.set_ylabel(f"severity {s}", fontsize=12)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            fig.suptitle(f"{image_id} under {corruption}", fontsize=13)
+            paths.append(save_figure(fig, out_dir / f"grid_{corruption}_{image_id}.png"))
+    return paths
+
+
+def randomization_figure(path: str | os.PathLike, result: Any, flag_spearman: float) -> Path:
+    """The randomisation check's decay curves: Spearman (solid) and SSIM (dashed) per method against the layers."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), constrained_layout=True)
+    steps = ["original", *[layer.split(".")[-1] for layer in result.layers]]
+    methods = list(dict.fromkeys(r["method"] for r in result.rows))
+    colours = plt.get_cmap("tab10")
+    for i, name in enumerate(methods):
+        rows = [r for r in result.rows if r["method"] == name]
+        label = name + (" (flagged)" if name in result.flagged else "")
+        ax.plot(range(len(rows)), [r["spearman_abs"] for r in rows], "-o", color=colours(i % 10), label=label)
+        ax.plot(range(len(rows)), [r["ssim"] for r in rows], "--", color=colours(i % 10), alpha=0.7)
+    ax.axhline(flag_spearman, color="grey", lw=0.8, ls=":")
+    ax.set_xticks(range(len(steps)), steps, rotation=30)
+    ax.set_xlabel("cascading randomisation (output side first)")
+    ax.set_ylabel("similarity to the original map")
+    ax.set_ylim(-0.2, 1.05)
+    ax.set_title("Model randomisation test: Spearman |map| (solid), SSIM (dashed)", fontsize=10)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path, dpi=100)

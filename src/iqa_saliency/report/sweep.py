@@ -1,0 +1,323 @@
+"""Sweep report: one summary row per cell, correlations, mCE, figures and report.md.
+
+    python -m iqa_saliency.report SWEEP_DIR     # (re)build the report of a finished sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..io.atomic import atomic_write_text
+from ..io.schema import PER_IMAGE, SUMMARY
+
+log = logging.getLogger(__name__)
+
+# Hendrycks & Dietterich (ICLR 2019): AlexNet top-1 error on ImageNet-C, averaged over severities 1-5,
+# and on clean ImageNet (Table 1: 43.5%).
+ALEXNET_ERRORS = {
+    "gaussian_noise": 0.886428, "shot_noise": 0.894468, "impulse_noise": 0.922640, "defocus_blur": 0.819880,
+    "glass_blur": 0.826268, "motion_blur": 0.785948, "zoom_blur": 0.798360, "snow": 0.866816,
+    "frost": 0.826572, "fog": 0.819324, "brightness": 0.564592, "contrast": 0.853204,
+    "elastic_transform": 0.646056, "pixelate": 0.717840, "jpeg_compression": 0.606500,
+}
+ALEXNET_CLEAN_ERROR = 0.435
+CLEAN = "none"
+
+# summary.csv column -> summary.json metric
+METRIC_COLUMNS = {
+    "acc_top1": "acc/top1", "acc_top5": "acc/top5", "flip_rate": "robustness/flip_rate",
+    "mos_mean": "quality/mos_mean", "mos_std": "quality/mos_std", "mos_drop": "quality/mos_drop",
+    "mos_normalized_mean": "quality/mos_normalized_mean", "attr_stability_cc": "attribution/stability_cc",
+    "spearman_mos_confidence": "correlation/mos_vs_clean_pred_prob_spearman",
+}
+
+
+@dataclass
+class Cell:
+    """One finished run of a sweep: its folder, summary.json and per-image rows."""
+
+    path: Path
+    summary: dict[str, Any]
+    rows: pd.DataFrame
+
+    @property
+    def variant(self) -> str:
+        """What besides (corruption, severity) distinguishes cells: attribution method and classifier weights."""
+        s = self.summary
+        clf = (s.get("weights") or {}).get("classifier", {}).get("name") or s.get("classifier", {}).get("arch", "")
+        return f"{s.get('attribution', '')} · {clf}"
+
+
+def load_cells(sweep_dir: str | os.PathLike) -> list[Cell]:
+    """Every complete cell (a folder with summary.json and per_image.csv) below `sweep_dir`."""
+    cells = []
+    for summary_path in sorted(Path(sweep_dir).rglob(SUMMARY)):
+        run = summary_path.parent
+        hidden = any(part.startswith(".") for part in run.relative_to(sweep_dir).parts)
+        if (run / PER_IMAGE).is_file() and not hidden:
+            cells.append(Cell(run, json.loads(summary_path.read_text()),
+                              pd.read_csv(run / PER_IMAGE, keep_default_na=True)))
+    return cells
+
+
+def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean (NaN values dropped)."""
+    x = np.asarray(values, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return math.nan, math.nan
+    if x.size == 1:
+        return float(x[0]), float(x[0])
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    alpha = (1 - level) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def similarity_columns(rows: pd.DataFrame) -> list[str]:
+    return [c for c in rows.columns if c.startswith("sim_")]
+
+
+def summarize_cells(cells: Sequence[Cell], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """summary.csv: one row per cell; metric values are the cell's summary.json values, CIs from its rows."""
+    records = []
+    for cell in cells:
+        s = cell.summary
+        metrics = s.get("metrics") or {}
+        rec: dict[str, Any] = {
+            "corruption": s["corruption"], "severity": int(s["severity"]), "variant": cell.variant,
+            "attribution": s.get("attribution"), "n": int(s.get("n_images", len(cell.rows))),
+            "n_skipped": int(s.get("n_skipped", 0)),
+        }
+        for col, key in METRIC_COLUMNS.items():
+            rec[col] = _num(metrics.get(key))
+        for col in similarity_columns(cell.rows):
+            name = col[len("sim_"):]
+            rec[f"sim_{name}_mean"] = _num(metrics.get(f"similarity/{name}", np.nanmean(cell.rows[col])))
+            rec[f"sim_{name}_ci_low"], rec[f"sim_{name}_ci_high"] = bootstrap_ci(cell.rows[col], n_boot, seed)
+        rec["run"] = str(cell.path)
+        records.append(rec)
+    if not records:
+        return pd.DataFrame()
+    return pd.DataFrame.from_records(records).sort_values(["variant", "corruption", "severity"], ignore_index=True)
+
+
+def _num(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def correlation_across_cells(summary: pd.DataFrame, x: str = "mos_mean", y: str = "acc_top1") -> dict[str, float]:
+    """Spearman and Pearson correlation of two summary columns across cells (NaN rows dropped)."""
+    pair = summary[[x, y]].dropna()
+    n = len(pair)
+    if n < 3 or pair[x].nunique() < 2 or pair[y].nunique() < 2:
+        return {"n": n, "spearman": math.nan, "spearman_p": math.nan, "pearson": math.nan, "pearson_p": math.nan}
+    sp = stats.spearmanr(pair[x], pair[y])
+    pe = stats.pearsonr(pair[x], pair[y])
+    return {"n": n, "spearman": float(sp.statistic), "spearman_p": float(sp.pvalue),
+            "pearson": float(pe.statistic), "pearson_p": float(pe.pvalue)}
+
+
+def clean_error(cells: Sequence[Cell]) -> float:
+    """Top-1 error of the clean predictions (every cell records them), over the labelled images."""
+    frames = [c.rows[["image", "label", "clean_pred"]] for c in cells if {"label", "clean_pred"} <= set(c.rows)]
+    if not frames:
+        return math.nan
+    rows = pd.concat(frames).drop_duplicates("image").dropna(subset=["label"])
+    return float((rows["clean_pred"] != rows["label"]).mean()) if len(rows) else math.nan
+
+
+def corruption_errors(summary: pd.DataFrame, clean_err: float, reference: dict[str, float] = ALEXNET_ERRORS,
+                      reference_clean: float = ALEXNET_CLEAN_ERROR) -> pd.DataFrame:
+    """Corruption error CE and relative CE per corruption (top-1 error, severities 1-5, normalised by AlexNet).
+
+    CE_c = Σ_s E_{s,c} / Σ_s E^AlexNet_{s,c};
+    relative CE_c = Σ_s (E_{s,c} − E_clean) / Σ_s (E^AlexNet_{s,c} − E^AlexNet_clean).
+    The reference errors are averages over severities, so Σ_s E^AlexNet_{s,c} = 5 × the average. A corruption
+    counts only when all five severities have an accuracy.
+    """
+    rows = []
+    for corruption, ref in reference.items():
+        cells = summary[(summary["corruption"] == corruption) & (summary["severity"].between(1, 5))]
+        cells = cells.dropna(subset=["acc_top1"])
+        if sorted(cells["severity"].unique().tolist()) != [1, 2, 3, 4, 5]:
+            continue
+        errors = 1 - cells.groupby("severity")["acc_top1"].mean()
+        rows.append({
+            "corruption": corruption,
+            "error_mean": float(errors.mean()),
+            "ce": float(errors.sum() / (5 * ref)),
+            "relative_ce": float((errors - clean_err).sum() / (5 * (ref - reference_clean))),
+        })
+    return pd.DataFrame(rows, columns=["corruption", "error_mean", "ce", "relative_ce"])
+
+
+def mean_corruption_error(ce_table: pd.DataFrame) -> dict[str, float]:
+    """mCE and relative mCE (in %) over the corruptions in the table."""
+    if ce_table.empty:
+        return {"mce": math.nan, "relative_mce": math.nan, "n_corruptions": 0}
+    return {"mce": 100 * float(ce_table["ce"].mean()), "relative_mce": 100 * float(ce_table["relative_ce"].mean()),
+            "n_corruptions": int(len(ce_table))}
+
+
+def with_clean_points(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per-corruption curves start at severity 0: clean cells (corruption=none) are copied to every corruption."""
+    corruptions = sorted(set(summary["corruption"]) - {CLEAN})
+    clean = summary[summary["corruption"] == CLEAN]
+    parts = [summary[summary["corruption"] != CLEAN]]
+    for corruption in corruptions:
+        have = summary[(summary["corruption"] == corruption) & (summary["severity"] == 0)]
+        for variant, rows in clean.groupby("variant"):
+            if variant not in set(have["variant"]):
+                parts.append(rows.assign(corruption=corruption))
+    return pd.concat(parts, ignore_index=True).sort_values(["variant", "corruption", "severity"], ignore_index=True)
+
+
+def write_report(sweep_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0,
+                 images: Sequence[str] | None = None) -> Path:
+    """Build summary.csv, figures and report.md in `sweep_dir`; returns the report's path."""
+    from . import figures as figs
+
+    sweep_dir = Path(sweep_dir)
+    cells = load_cells(sweep_dir)
+    if not cells:
+        raise FileNotFoundError(f"No complete cell (summary.json + per_image.csv) under {sweep_dir}.")
+    summary = summarize_cells(cells, n_boot=n_boot, seed=seed)
+    atomic_write_text(sweep_dir / "summary.csv", summary.to_csv(index=False))
+    fig_dir = sweep_dir / "report_figures"
+    curves = with_clean_points(summary)
+    y_acc = "acc_top1" if summary["acc_top1"].notna().any() else "flip_rate"
+    correlation = correlation_across_cells(summary, "mos_mean", y_acc)
+    flip_correlation = correlation_across_cells(summary, "mos_mean", "flip_rate")
+    ce_table = corruption_errors(summary, clean_error(cells))
+    mce = mean_corruption_error(ce_table)
+    if not ce_table.empty:
+        atomic_write_text(sweep_dir / "corruption_errors.csv", ce_table.to_csv(index=False))
+    figures = {
+        "per_corruption": figs.per_corruption_panels(curves, fig_dir, y_acc),
+        "overview": figs.overview_grid(curves, fig_dir / "overview.png", y_acc),
+        "mos_vs_accuracy": figs.mos_vs_accuracy(summary, fig_dir / "mos_vs_accuracy.png", y_acc, correlation),
+        "image_grids": figs.image_grids(cells, fig_dir, images),
+    }
+    text = _markdown(sweep_dir, summary, correlation, y_acc, ce_table, mce, figures, flip_correlation)
+    path = sweep_dir / "report.md"
+    atomic_write_text(path, text)
+    atomic_write_text(sweep_dir / "report.json", json.dumps(
+        {"correlation": {"x": "mos_mean", "y": y_acc, **correlation},
+         "correlation_flip_rate": {"x": "mos_mean", "y": "flip_rate", **flip_correlation},
+         "mce": mce, "n_cells": len(cells)},
+        indent=2, allow_nan=True) + "\n")
+    return path
+
+
+def _markdown(sweep_dir: Path, summary: pd.DataFrame, correlation: dict[str, float], y_acc: str,
+              ce_table: pd.DataFrame, mce: dict[str, float], figures: dict[str, Any],
+              flip_correlation: dict[str, float]) -> str:
+    def rel(p: Path) -> str:
+        return p.relative_to(sweep_dir).as_posix()
+
+    def fmt(v: Any) -> str:
+        return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+    lines = [f"# Sweep report: {sweep_dir.name}", "",
+             f"{len(summary)} cells, {int(summary['n'].sum())} image evaluations. Per-cell numbers: "
+             "[summary.csv](summary.csv); similarity means carry 95% bootstrap intervals.", "",
+             "## Does quality track accuracy?", "",
+             f"Mean MOS against {'top-1 accuracy' if y_acc == 'acc_top1' else 'flip rate (no labels)'} over "
+             f"{correlation['n']} cells: Spearman ρ = {fmt(correlation['spearman'])} "
+             f"(p = {fmt(correlation['spearman_p'])}), Pearson r = {fmt(correlation['pearson'])} "
+             f"(p = {fmt(correlation['pearson_p'])}). Mean MOS against flip rate (needs no labels): "
+             f"Spearman ρ = {fmt(flip_correlation['spearman'])}, Pearson r = {fmt(flip_correlation['pearson'])}. "
+             "A dash: too few cells, or a constant column (e.g. untrained weights).", "",
+             f"![mean MOS vs accuracy]({rel(figures['mos_vs_accuracy'])})", "",
+             "## Per corruption", "", f"![overview]({rel(figures['overview'])})", ""]
+    for corruption, path in figures["per_corruption"].items():
+        lines += [f"### {corruption}", "", f"![{corruption}]({rel(path)})", ""]
+    lines += ["## Cells", "", "| variant | corruption | severity | n | acc@1 | flip | MOS | MOS drop | CC [95% CI] | "
+              "stability |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in summary.itertuples():
+        lines.append(f"| {r.variant} | {r.corruption} | {r.severity} | {r.n} | {fmt(r.acc_top1)} | "
+                     f"{fmt(r.flip_rate)} | {fmt(r.mos_mean)} | {fmt(r.mos_drop)} | {fmt(r.sim_cc_mean)} "
+                     f"[{fmt(r.sim_cc_ci_low)}, {fmt(r.sim_cc_ci_high)}] | {fmt(r.attr_stability_cc)} |")
+    lines.append("")
+    if not ce_table.empty:
+        lines += ["## Corruption error (ImageNet-C protocol)", "",
+                  f"mCE = {mce['mce']:.1f}%, relative mCE = {mce['relative_mce']:.1f}% over "
+                  f"{mce['n_corruptions']} corruptions (AlexNet = 100%).", "",
+                  "| corruption | mean error | CE | relative CE |", "|---|---|---|---|"]
+        lines += [f"| {r.corruption} | {r.error_mean:.3f} | {100 * r.ce:.1f} | {100 * r.relative_ce:.1f} |"
+                  for r in ce_table.itertuples()]
+        lines.append("")
+    if figures["image_grids"]:
+        lines += ["## Images across severities", "",
+                  "Rows: severities; columns: image, quality map, attribution map.", ""]
+        lines += [f"![{p.stem}]({rel(p)})" for p in figures["image_grids"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def log_report_to_wandb(sweep_dir: Path, cells: Sequence[Cell]) -> None:
+    """A final offline wandb run holding the report's tables and figures, grouped with the sweep's runs."""
+    logger_cfg = (cells[0].summary.get("config") or {}).get("logger") or {} if cells else {}
+    if "WandbLogger" not in str(logger_cfg.get("_target_", "")):
+        return
+    import wandb
+
+    run = wandb.init(project=logger_cfg.get("project", "iqa-saliency"), group=sweep_dir.name, job_type="report",
+                     name=f"{sweep_dir.name}-report", dir=str(sweep_dir),
+                     mode="offline" if logger_cfg.get("offline", True) else "online", reinit=True)
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    run.log({"summary": wandb.Table(dataframe=summary)})
+    for png in sorted((sweep_dir / "report_figures").glob("*.png")):
+        run.log({f"figures/{png.stem}": wandb.Image(str(png))})
+    run.finish()
+
+
+class SweepReportCallback:
+    """Hydra callback (configured in conf/evaluate.yaml): writes the report when a -m sweep ends."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            path = write_report(sweep_dir)
+            log_report_to_wandb(sweep_dir, load_cells(sweep_dir))
+            log.info("Sweep report: %s", path)
+        except Exception:  # the cells' results are on disk; a failed report must not hide them
+            log.exception("Writing the sweep report failed; rebuild it with python -m iqa_saliency.report %s",
+                          sweep_dir)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("on_"):  # every other Hydra hook is a no-op
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build (or rebuild) the report of an evaluate.py -m sweep.")
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    parser.add_argument("--images", nargs="*", default=None, help="image ids for the severity grids")
+    parser.add_argument("--wandb", action="store_true", help="also log the report to an offline wandb run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not args.sweep_dir.is_dir():
+        parser.error(f"{args.sweep_dir} is not a folder. Pass the sweep folder (hydra.sweep.dir).")
+    path = write_report(args.sweep_dir, n_boot=args.n_boot, images=args.images)
+    if args.wandb:
+        log_report_to_wandb(args.sweep_dir, load_cells(args.sweep_dir))
+    print(path)
+    return 0
+

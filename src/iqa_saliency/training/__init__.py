@@ -1,0 +1,1 @@
+"""Fine-tuning a classifier (Lightning module and data)."""
