@@ -38,25 +38,37 @@ MUNGE_SOCK=$DIR/munge/run/munge.socket
 export SLURM_CONF=$CONF
 
 # ---------------------------------------------------------------------------------------------- helpers
-pid_alive() {  # pid file -> 0 when the process it names runs
-  [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
+pid_alive() {  # pid file -> 0 when the process it names runs and is the daemon that wrote it (a stale
+  # file's pid may have been reused by another program: its name, /proc/PID/comm, tells them apart)
+  local pid name
+  [[ -s $1 ]] || return 1
+  pid=$(cat "$1")
+  name=$(basename "$1" .pid)
+  [[ $name == mysqld ]] && name=mariadbd
+  kill -0 "$pid" 2>/dev/null || return 1
+  [[ ! -r /proc/$pid/comm ]] || [[ $(cat "/proc/$pid/comm") == "$name" || $name == mariadbd && $(cat "/proc/$pid/comm") == mysqld ]]
 }
 
 port_free() {  # nothing listens on 127.0.0.1:$1
   ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-free_port() {  # first free port from $1 on, skipping those already handed out in this run
-  local p=$1
-  while ! port_free "$p" || [[ " ${TAKEN_PORTS:-} " == *" $p "* ]]; do p=$((p + 1)); done
-  TAKEN_PORTS="${TAKEN_PORTS:-} $p"
-  echo "$p"
+free_port() {  # variable name, first port: sets the variable to the first free port from there on,
+  # skipping those already handed out in this run (no subshell: TAKEN_PORTS must persist)
+  local p=$2
+  while ! port_free "$p" || [[ " $TAKEN_PORTS " == *" $p "* ]]; do p=$((p + 1)); done
+  TAKEN_PORTS="$TAKEN_PORTS $p"
+  printf -v "$1" '%s' "$p"
 }
 
-wait_for() {  # description, command...: retry the command every 0.5 s for UP_TIMEOUT seconds
-  local what=$1; shift
+wait_for() {  # description, pid file (or ""), command...: retry the command every 0.5 s for UP_TIMEOUT
+  # seconds; give up at once when the daemon that wrote the pid file has exited
+  local what=$1 pidfile=$2; shift 2
   local deadline=$((SECONDS + UP_TIMEOUT))
   until "$@" >/dev/null 2>&1; do
+    if [[ -n $pidfile && -s $pidfile ]] && ! pid_alive "$pidfile"; then
+      die "$what exited (logs: $DIR/log/): $(tail -n 2 "$DIR/log/$what.log" 2>/dev/null | tr '\n' ' ')"
+    fi
     ((SECONDS < deadline)) || die "timed out after ${UP_TIMEOUT}s waiting for $what (logs: $DIR/log/)"
     sleep 0.5
   done
@@ -66,7 +78,7 @@ stop_pidfile() {  # name, pid file: SIGTERM, wait up to 20 s, then SIGKILL
   local name=$1 file=$2 pid
   [[ -s $file ]] || return 0
   pid=$(cat "$file")
-  if kill -0 "$pid" 2>/dev/null; then
+  if pid_alive "$file"; then
     log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 80); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
@@ -125,7 +137,7 @@ start_munge() {
   log "starting munged"
   "$(find_bin munged)" --force --key-file="$key" --socket="$MUNGE_SOCK" \
     --pid-file="$DIR/munge/munged.pid" --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/munged.seed"
-  wait_for "munged" test -S "$MUNGE_SOCK"
+  wait_for munged "" test -S "$MUNGE_SOCK"
 }
 
 start_mariadb() {
@@ -149,7 +161,7 @@ start_mariadb() {
   fi
   local client
   client=$(find_bin mariadb mysql) || die "no mariadb/mysql client"
-  wait_for "MariaDB" "$client" --no-defaults --socket="$sock" -uroot -e "SELECT 1"
+  wait_for mariadb "$DIR/mysql/mysqld.pid" "$client" --no-defaults --socket="$sock" -uroot -e "SELECT 1"
   # The database user slurmdbd logs in as (TCP, 127.0.0.1), with a password kept in slurmdbd.conf.
   "$client" --no-defaults --socket="$sock" -uroot <<SQL
 CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
@@ -249,6 +261,12 @@ up() {
     return 0
   fi
   ((EUID == 0)) || die "needs root (slurmd starts jobs as their users): run with sudo"
+  if any_running; then  # a half-up cluster (a daemon died): start again from nothing
+    log "only some daemons run: stopping them first"
+    down
+  fi
+  local d
+  for d in "${DAEMONS[@]}"; do rm -f "$DIR/${d#*:}"; done  # stale pid files of daemons that died
   # Ports: kept from an earlier `up` of this folder while free, else the next free ones.
   local ports=$DIR/etc/ports
   if [[ -s $ports ]]; then
@@ -256,10 +274,10 @@ up() {
     source "$ports"
   fi
   TAKEN_PORTS=""
-  DB_PORT=$(free_port "${DB_PORT:-13306}")
-  DBD_PORT=$(free_port "${DBD_PORT:-16819}")
-  CTLD_PORT=$(free_port "${CTLD_PORT:-16817}")
-  SLURMD_PORT=$(free_port "${SLURMD_PORT:-16818}")
+  free_port DB_PORT "${DB_PORT:-13306}"
+  free_port DBD_PORT "${DBD_PORT:-16819}"
+  free_port CTLD_PORT "${CTLD_PORT:-16817}"
+  free_port SLURMD_PORT "${SLURMD_PORT:-16818}"
   mkdir -p "$DIR/etc"
   printf 'DB_PORT=%s\nDBD_PORT=%s\nCTLD_PORT=%s\nSLURMD_PORT=%s\n' "$DB_PORT" "$DBD_PORT" "$CTLD_PORT" \
     "$SLURMD_PORT" >"$ports"
@@ -276,24 +294,30 @@ up() {
     log "starting slurmdbd on 127.0.0.1:$DBD_PORT"
     "$(find_bin slurmdbd)"
   fi
-  wait_for "slurmdbd" sacctmgr -n show cluster
+  wait_for slurmdbd "$DIR/run/slurmdbd.pid" sacctmgr -n show cluster
   cluster_registered || sacctmgr -i add cluster "$CLUSTER" >/dev/null
   if ! pid_alive "$DIR/run/slurmctld.pid"; then
     log "starting slurmctld on port $CTLD_PORT"
     "$(find_bin slurmctld)" -c
   fi
-  wait_for "slurmctld" scontrol ping
+  wait_for slurmctld "$DIR/run/slurmctld.pid" scontrol ping
   if ! pid_alive "$DIR/run/slurmd.pid"; then
     log "starting slurmd on port $SLURMD_PORT"
     "$(find_bin slurmd)"
   fi
-  wait_for "the node to be idle (sinfo)" node_idle
+  wait_for slurmd "$DIR/run/slurmd.pid" node_idle
   log "up: partition debug, $(cat "$DIR/etc/cpus") CPUs; logs in $DIR/log"
   echo "export SLURM_CONF=$CONF"
 }
 
 DAEMONS=("slurmd:run/slurmd.pid" "slurmctld:run/slurmctld.pid" "slurmdbd:run/slurmdbd.pid"
   "mariadbd:mysql/mysqld.pid" "munged:munge/munged.pid")
+
+any_running() {
+  local d
+  for d in "${DAEMONS[@]}"; do pid_alive "$DIR/${d#*:}" && return 0; done
+  return 1
+}
 
 all_running() {
   local d
