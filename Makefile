@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint clean bench-cpu bench-scaling bench-gpu
+.PHONY: install demo test test-fast lint clean bench-cpu bench-scaling bench-gpu slurm-up slurm-down
 BENCH_OUT ?= bench-out
 
 $(STAMP): pyproject.toml
@@ -43,6 +43,14 @@ bench-gpu:
 	$(PY) -m benchmarks.pipeline --device cuda --images 4096 --baseline-images 128 --batch-size 256 --workers 16 --warm-cache --out $(BENCH_OUT)/gpu_fp32.json
 	$(PY) -m benchmarks.pipeline --device cuda --images 4096 --baseline-images 64 --batch-size 256 --workers 16 --warm-cache --bf16 --channels-last --out $(BENCH_OUT)/gpu_bf16_channels_last.json
 	$(PY) -m benchmarks.pipeline --device cuda --compare-bf16 --images 512 --batch-size 128 --workers 8 --out $(BENCH_OUT)/gpu_bf16_deviation.json
+
+# A single-node Slurm cluster on this machine, all state in $(SLURM_DIR) (needs root; see docs/slurm.md).
+SLURM_DIR ?= /tmp/iqa-slurm
+slurm-up:
+	scripts/slurm_cluster.sh up $(SLURM_DIR)
+
+slurm-down:
+	scripts/slurm_cluster.sh down $(SLURM_DIR)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
