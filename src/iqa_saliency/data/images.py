@@ -9,6 +9,8 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 from torchvision.transforms import functional as TF
 
+from ..errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 # Above LARGE_PIXELS a JPEG is decoded at a reduced scale (draft) before resizing, so memory stays bounded;
@@ -16,9 +18,26 @@ log = logging.getLogger(__name__)
 LARGE_PIXELS = 40_000_000
 MAX_PIXELS = 200_000_000
 
+# dataset.decode: how a file becomes RGB.
+#   oriented:    EXIF orientation applied, transparency composited onto white, 16-bit scaled to 8-bit (to_rgb)
+#   imagefolder: what torchvision's ImageFolder loader (and so the original study) does: PIL convert("RGB") as
+#                stored -- no EXIF rotation, alpha dropped (the colour under a transparent pixel shows)
+DECODE_MODES = ("oriented", "imagefolder")
+# dataset.small: what happens to an image whose shorter side is below the crop
+#   upscale: resize the shorter side to the crop first (no borders)
+#   pad:     zero (black) padding around it, as torchvision's CenterCrop does (the original study)
+SMALL_MODES = ("upscale", "pad")
 
-def open_image(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:
-    """Decode an image file as RGB, EXIF orientation applied; raise ValueError/OSError if it is unusable.
+
+def check_choice(key: str, value: str, choices: tuple[str, ...]) -> str:
+    """`value` if it is one of `choices`, else a ConfigError naming the key and the choices."""
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not valid. Use {key}={' or '.join(choices)}.")
+    return value
+
+
+def open_image(path: str | os.PathLike, min_side: int | None = None, decode: str = "oriented") -> Image.Image:
+    """Decode an image file as RGB (see DECODE_MODES); raise ValueError/OSError if it is unusable.
 
     A truncated file is an error (never a partly grey image). A file over LARGE_PIXELS is decoded at
     the smallest JPEG draft scale whose shorter side stays >= `min_side`; over MAX_PIXELS a non-JPEG is refused.
@@ -43,6 +62,8 @@ def open_image(path: str | os.PathLike, min_side: int | None = None) -> Image.Im
             elif w * h > MAX_PIXELS:
                 raise ValueError(f"{w}x{h} image is over the {MAX_PIXELS:,} pixel limit for a non-JPEG file")
         im.load()
+        if decode == "imagefolder":
+            return im.convert("RGB")
         return to_rgb(ImageOps.exif_transpose(im))
 
 
@@ -63,12 +84,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def prepare_image(image: Image.Image, resize: int | None, crop: int | None) -> Image.Image:
-    """Resize the shorter side to `resize`, then centre-crop `crop` x `crop`, as ImageNet-C does."""
+def prepare_image(image: Image.Image, resize: int | None, crop: int | None, small: str = "upscale") -> Image.Image:
+    """Resize the shorter side to `resize`, then centre-crop `crop` x `crop`, as ImageNet-C does.
+
+    An image with a side below `crop` is upscaled first (small="upscale") or zero-padded by the crop
+    (small="pad": torchvision CenterCrop, (crop - s) // 2 before and the rest after; offsets round half to even).
+    """
     if resize is not None and min(image.size) != resize:
         image = TF.resize(image, resize, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     if crop is not None:
-        if min(image.size) < crop:
+        if min(image.size) < crop and small != "pad":
             # Padding would add black borders the models would see; upscaling keeps the content.
             image = TF.resize(image, crop, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
         if image.size != (crop, crop):

@@ -7,17 +7,26 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ..caches.clean import stack_clean_entries
-from ..corruption import MIN_SIDE, apply_corruption, image_seed
+from ..corruption import MIN_SIDE, apply_corruption, image_seed, is_clean
 from ..errors import reraise_interrupt
-from .images import prepare_image
+from .images import SMALL_MODES, check_choice, prepare_image
 from .sources import ImageRecord, ImageSource
+
+CORRUPT_AT = ("crop", "full_size")
 
 
 class CorruptedPairs(Dataset):
-    """Yields each image clean and corrupted (uint8 CHW tensors), or the reason it is unusable."""
+    """Yields each image clean and corrupted (uint8 CHW tensors), or the reason it is unusable.
+
+    corrupt_at="crop" (ImageNet-C): decode, resize, centre-crop, then corrupt the crop.
+    corrupt_at="full_size" (the original study): decode, resize (only if set), corrupt that image, then
+    centre-crop the corrupted image. The clean image is the same in both orders (the crop of the decoded image);
+    under full_size a cached clean image therefore still leaves the corrupted one to decode in full.
+    """
 
     def __init__(
         self,
@@ -30,6 +39,8 @@ class CorruptedPairs(Dataset):
         labels: Sequence[int] | None = None,
         corrupt_fn: Callable[[np.ndarray, str, int, int], np.ndarray] = apply_corruption,
         cached_clean: Callable[[str, str], dict[str, np.ndarray] | None] | None = None,
+        corrupt_at: str = "crop",
+        small: str = "upscale",
     ) -> None:
         self.source = source
         self.corruption = corruption
@@ -42,6 +53,8 @@ class CorruptedPairs(Dataset):
         # (image id, source stamp) -> the clean pass's cached outputs and prepared image, or None; read here, in
         # the workers, so a cached image is neither decoded nor resized again
         self.cached_clean = cached_clean
+        self.corrupt_at = check_choice("dataset.corrupt_at", corrupt_at, CORRUPT_AT)
+        self.small = check_choice("dataset.small", small, SMALL_MODES)
 
     def __len__(self) -> int:
         return len(self.source.records)
@@ -55,10 +68,18 @@ class CorruptedPairs(Dataset):
                 item["stamp"] = self.source.stamp(record)
                 cached = self.cached_clean(record.image_id, item["stamp"])
             clean = cached.pop("image") if cached is not None else None
-            if clean is None or not self._is_prepared(clean):
-                clean, cached = self._prepare(record), None
+            if clean is not None and not self._is_prepared(clean):
+                clean, cached = None, None
             seed = image_seed(self.seed, record.image_id, self.corruption, self.severity)
-            corrupted = self.corrupt_fn(clean, self.corruption, self.severity, seed)
+            if self.corrupt_at == "full_size" and not is_clean(self.corruption, self.severity):
+                full = self._decode(record)
+                if clean is None:
+                    clean = self._crop(full)
+                corrupted = self._crop(self.corrupt_fn(full, self.corruption, self.severity, seed))
+            else:
+                if clean is None:
+                    clean = self._prepare(record)
+                corrupted = self.corrupt_fn(clean, self.corruption, self.severity, seed)
         except Exception as exc:  # an unusable file must not stop the run: it is reported and skipped
             reraise_interrupt(exc)
             item["error"] = f"{type(exc).__name__}: {exc}".strip()
@@ -71,12 +92,30 @@ class CorruptedPairs(Dataset):
 
     def _prepare(self, record: ImageRecord) -> np.ndarray:
         """Decode, resize and crop one image into a uint8 (H, W, 3) array."""
-        image = prepare_image(self.source.load_reduced(record, self.resize), self.resize, self.crop)
+        image = prepare_image(self.source.load_reduced(record, self.resize), self.resize, self.crop, self.small)
         if min(image.size) < MIN_SIDE:
             # Neither corruptions nor PaQ-2-PiQ (stride 32) work below this; upscaling is the user's call.
             raise ValueError(f"image is {image.size[0]}x{image.size[1]} after resize/crop, below the {MIN_SIDE}"
                              " px minimum (set dataset.resize or dataset.crop to upscale small images)")
         return np.array(image, dtype=np.uint8)
+
+    def _decode(self, record: ImageRecord) -> np.ndarray:
+        """Decode and resize (when dataset.resize is set) one image into a uint8 (H, W, 3) array."""
+        image = prepare_image(self.source.load_reduced(record, self.resize), self.resize, None)
+        if min(image.size) < MIN_SIDE:
+            # Neither corruptions nor PaQ-2-PiQ (stride 32) work below this; upscaling is the user's call.
+            raise ValueError(f"image is {image.size[0]}x{image.size[1]}, below the {MIN_SIDE} px minimum "
+                             "(set dataset.resize to upscale small images)")
+        return np.array(image, dtype=np.uint8)
+
+    def _crop(self, image: np.ndarray) -> np.ndarray:
+        """The centre crop of a decoded (and possibly corrupted) uint8 image; small images per dataset.small."""
+        if self.crop is None:
+            return image
+        out = prepare_image(Image.fromarray(image), None, self.crop, self.small)
+        if min(out.size) < MIN_SIDE:
+            raise ValueError(f"image is {out.size[0]}x{out.size[1]} after the crop, below the {MIN_SIDE} px minimum")
+        return np.array(out, dtype=np.uint8)
 
     def _is_prepared(self, image: np.ndarray) -> bool:
         """Whether a cached image has the shape this dataset's preparation gives (a damaged entry does not)."""

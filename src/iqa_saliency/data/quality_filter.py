@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import ConfigError, reraise_interrupt
+from ..errors import ConfigError, DatasetError, reraise_interrupt
 from ..io.atomic import atomic_write, atomic_write_text
 from ..models.paq2piq import CATEGORIES, PaQ2PiQ, ScoreNormalizer
 from ..models.weights import WeightsIdentity
@@ -27,6 +28,12 @@ from .splits import SubsetSource
 
 log = logging.getLogger(__name__)
 
+MOS_CSV_COLUMNS = ("image_path", "global_score", "normalized_global_score", "category")
+FIT_EXTENSIONS = (".jpg", ".jpeg", ".bmp", ".png")  # paq2piq_standalone.py img_files_in
+# dataset.quality_score_size: the image PaQ-2-PiQ scores for the quality filter
+#   full: the decoded image at full size (as the original study scored MIT Indoor)
+#   eval: the image as evaluated (dataset.resize, then dataset.crop)
+SCORE_SIZES = ("full", "eval")
 CACHE_COLUMNS = ["image", "size", "mtime_ns", "scorer", "mos", "mos_normalized", "quality_category"]
 SAVE_EVERY = 100  # batches
 QualityLoader = Callable[[], tuple[PaQ2PiQ, WeightsIdentity]]
@@ -169,6 +176,99 @@ def score_source(
         cache.save()
     normalized = [float(normalizer(torch.tensor(m)).item()) if not np.isnan(m) else float("nan") for m in mos]
     return QualityScores(mos, normalized, [ScoreNormalizer.category(n) for n in normalized], len(todo))
+
+
+def mos_key(path: str) -> str:
+    """`<class>/<file>`: the last two components of a path with either separator (mos.csv rows, image ids)."""
+    parts = [p for p in str(path).replace("\\", "/").split("/") if p]
+    return "/".join(parts[-2:])
+
+
+def read_mos_csv(path: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """The original study's mos.csv (image_path, global_score, normalized_global_score, category) keyed by
+    `<class>/<file>` (its image paths are relative to the study's working folder, possibly Windows-style)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"dataset.quality_scores='{path}' does not exist. Set it to the study's mos.csv.")
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in MOS_CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigError(f"'{path}' lacks the column(s) {missing} of the study's mos.csv "
+                              f"({', '.join(MOS_CSV_COLUMNS)}). Set dataset.quality_scores to a file in that format.")
+        return {mos_key(row["image_path"]): row for row in reader}
+
+
+def scores_from_mos_csv(source: ImageSource, path: str | os.PathLike) -> QualityScores:
+    """Per record of `source`: raw MOS, normalised MOS and category as the study's mos.csv gives them.
+
+    Rows are matched by `<class>/<file>`; an image without a row is an error (the study's dataset construction
+    fails the same way), named in one line.
+    """
+    rows = read_mos_csv(path)
+    mos, normalized, category = [], [], []
+    for record in source.records:
+        row = rows.get(mos_key(record.path or record.image_id))
+        if row is None:
+            raise DatasetError(f"{record.image_id} has no row in {path} (rows are matched by <class>/<file>). "
+                               "Use the mos.csv written for this dataset, or unset dataset.quality_scores.")
+        mos.append(float(row["global_score"]))
+        normalized.append(float(row["normalized_global_score"]))
+        category.append(row["category"].strip())
+    return QualityScores(mos, normalized, category, 0)
+
+
+def fit_files(folder: str | os.PathLike) -> list[Path]:
+    """The files the study's adapt_from_dir scores: Path(folder).rglob('*.*') in that order, .jpg/.jpeg/.bmp/.png
+    in any case."""
+    return [f for f in Path(folder).rglob("*.*") if f.name.lower().endswith(FIT_EXTENSIONS) and f.is_file()]
+
+
+def fit_normalizer(folder: str | os.PathLike, quality: QualityLoader, cache_path: str | os.PathLike | None,
+                   scorer: str, device: str | torch.device | None = None) -> ScoreNormalizer:
+    """quality.normalization.fit_dir: score every image of `folder` at full size (PIL convert("RGB"), as the
+    study's default_loader) and fit the normalisation to the raw scores exactly as adapt_from_dir does.
+
+    The fitted parameters are cached in a JSON file keyed by the folder's files (path, size, mtime) and the
+    scorer, so a sweep fits once.
+    """
+    from PIL import Image
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"quality.normalization.fit_dir='{folder}' is not a folder. Set it to a folder of images "
+                          "(the study used CLIVE's Images/).")
+    files = fit_files(folder)
+    if not files:
+        raise ConfigError(f"quality.normalization.fit_dir='{folder}' holds no {'/'.join(FIT_EXTENSIONS)} files.")
+    listing = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    key = hashlib.sha256(json.dumps([scorer, listing]).encode()).hexdigest()[:20]
+    cache = Path(cache_path) if cache_path else None
+    stored = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
+    name = f"fit:{folder}"
+    if key in stored:
+        normalizer = ScoreNormalizer(**{**stored[key]["params"], "name": name})
+        log.info("Normalisation fitted on %s (cached in %s): peak %s, std_left %.6f, std_right %.6f",
+                 folder, cache, normalizer.peak, normalizer.std_left, normalizer.std_right)
+        return normalizer
+    model, _ = quality()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = model.to(device).eval()
+    log.info("Fitting the score normalisation on %d images of %s", len(files), folder)
+    scores = []
+    with torch.no_grad():
+        for f in files:
+            with Image.open(f) as im:
+                x = torch.from_numpy(np.array(im.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
+            scores.append(float(model(x[None].to(device).float().div_(255.0))[0, 0]))
+    normalizer = ScoreNormalizer.fit(scores, name=name)
+    log.info("Normalisation fitted on %d images of %s: peak %s, std_left %.6f, std_right %.6f", len(files), folder,
+             normalizer.peak, normalizer.std_left, normalizer.std_right)
+    if cache is not None:
+        params = {k: getattr(normalizer, k) for k in ("peak", "std_left", "std_right", "n_std", "clip_max")}
+        stored[key] = {"folder": str(folder), "n_images": len(files), "scorer": scorer, "params": params}
+        atomic_write_text(cache, json.dumps(stored, indent=2) + "\n")
+    return normalizer
 
 
 def filter_by_quality(source: ImageSource, scores: QualityScores, keep: Sequence[str]) -> SubsetSource:

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DatasetError
-from .images import open_image, to_rgb
+from .images import DECODE_MODES, check_choice, open_image, to_rgb
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
 NO_LABEL = -1
@@ -96,7 +96,9 @@ class SampleImages(ImageSource):
 class ImageFolder(ImageSource):
     """A folder of images: class-per-subfolder (labels from folder names) or flat (no labels)."""
 
-    def __init__(self, root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> None:
+    def __init__(self, root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS,
+                 decode: str = "oriented") -> None:
+        self.decode = check_choice("dataset.decode", decode, DECODE_MODES)
         if root is None or str(root) in ("", "???"):
             raise DatasetError("dataset=folder needs a folder. Set dataset.root=PATH.")
         self.root = Path(root).expanduser()
@@ -125,10 +127,10 @@ class ImageFolder(ImageSource):
             )
 
     def load(self, record: ImageRecord) -> Image.Image:
-        return open_image(record.path)
+        return open_image(record.path, decode=self.decode)
 
     def load_reduced(self, record: ImageRecord, min_side: int | None) -> Image.Image:
-        return open_image(record.path, min_side)
+        return open_image(record.path, min_side, decode=self.decode)
 
     def stamp(self, record: ImageRecord) -> str:
         st = os.stat(record.path)

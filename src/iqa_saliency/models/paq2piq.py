@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -160,18 +161,26 @@ class GlobalScore(nn.Module):
 
 @dataclass(frozen=True)
 class ScoreNormalizer:
-    """Maps raw MOS onto 0-100 around the FLIVE peak, as the original study's standalone inference did."""
+    """Maps raw MOS onto 0-100 around a peak, as the original study's standalone inference did.
+
+    Below the peak: peak + peak * (x - peak) / (n_std * std_left); at or above it:
+    peak + (100 - peak) * (x - peak) / (n_std * std_right); then clipped to [0, clip_max]. The defaults are
+    the study file's fixed parameters (paq2piq_standalone.py: 72, 3.5 sigma, clip 0-99.9); see NORMALIZATIONS
+    for the others. `name` says where the parameters came from (recorded in summary.json).
+    """
 
     peak: float = 72.0
     std_left: float = 7.798274017370107
     std_right: float = 4.118047289170692
     n_std: float = 3.5
+    clip_max: float = 99.9
+    name: str = "study_defaults"
 
     def __call__(self, mos: torch.Tensor) -> torch.Tensor:
         p = self.peak
         below = p + p * (mos - p) / (self.n_std * self.std_left)
         above = p + (100 - p) * (mos - p) / (self.n_std * self.std_right)
-        return torch.where(mos < p, below, above).clamp(0.0, 99.9)
+        return torch.where(mos < p, below, above).clamp(0.0, self.clip_max)
 
     @staticmethod
     def category(normalized: float) -> str:
@@ -179,6 +188,37 @@ class ScoreNormalizer:
         if math.isnan(normalized):
             return ""
         return CATEGORIES[min(int(normalized // 20), len(CATEGORIES) - 1)]
+
+    @classmethod
+    def fit(cls, scores, name: str = "fit") -> ScoreNormalizer:  # noqa: ANN001
+        """Parameters fitted to raw scores exactly as the study's InferenceModel.adapt_from_dir does.
+
+        peak = the most common score truncated to an integer (on a tie, the one met first); the scores below
+        the peak and those at or above it each give a std: the population std of the scores together with their
+        reflections 2 * peak - x, i.e. the RMS distance from the peak. n_std and the clip stay the study file's.
+        """
+        import numpy as np
+
+        x = np.asarray([float(v) for v in scores], dtype=np.float64)
+        x = x[~np.isnan(x)]
+        if x.size == 0:
+            raise ValueError("no scores to fit the normalisation to")
+        peak = Counter(x.astype(int).tolist()).most_common(1)[0][0]
+
+        def reflected_std(side):  # noqa: ANN001, ANN202
+            return float(np.concatenate([side, 2 * peak - side]).std()) if side.size else float("nan")
+
+        return cls(float(peak), reflected_std(x[x < peak]), reflected_std(x[x >= peak]), name=name)
+
+
+# quality.normalization.name: the study file's fixed parameters (the default), parameters fitted on a folder
+# (quality.normalization.fit_dir, as the study did on CLIVE), or the PaQ-2-PiQ authors' own inference code
+# (baidut/paq2piq inference_model.py: peak 72.597, 4 sigma, clip 0-100).
+NORMALIZATIONS: dict[str, ScoreNormalizer | None] = {
+    "study_defaults": ScoreNormalizer(),
+    "fit": None,
+    "official": ScoreNormalizer(peak=72.59696108881171, n_std=4.0, clip_max=100.0, name="official"),
+}
 
 
 def load_paq2piq(
