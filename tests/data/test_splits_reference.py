@@ -1,0 +1,94 @@
+"""The train/val split against its written definition (per class: sorted by id, round(n·f) clamped to [1, n−1],
+the first ones of numpy's default_rng([seed, label]) permutation go to val), the subset source's order and
+the split CSV's rows."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from iqa_saliency.data.sources import ImageRecord, ImageSource
+from iqa_saliency.data.splits import SubsetSource, split_source, stratified_split, write_split_csv
+from iqa_saliency.errors import ConfigError, DatasetError
+
+
+class Fake(ImageSource):
+    def __init__(self, per_class: dict[str, int]) -> None:
+        self.class_names = list(per_class)
+        # ids deliberately not in index order within a class, classes interleaved
+        self.records = []
+        for i in range(max(per_class.values())):
+            for c, (name, n) in enumerate(per_class.items()):
+                if i < n:
+                    self.records.append(ImageRecord(f"{name}/{(7 * i) % n:03d}-{i}.jpg", c))
+
+    def load(self, record):
+        return record.image_id
+
+
+def reference_split(records, fraction, seed):
+    val = []
+    for label in sorted({r.label for r in records}):
+        members = sorted((i for i, r in enumerate(records) if r.label == label), key=lambda i: records[i].image_id)
+        n = len(members)
+        k = round(n * fraction)
+        if n >= 2:
+            k = min(max(k, 1), n - 1)
+        perm = np.random.default_rng([seed, label]).permutation(n)
+        val += [members[j] for j in perm[:k]]
+    return sorted(set(range(len(records))) - set(val)), sorted(val)
+
+
+@pytest.mark.parametrize(("per_class", "fraction", "seed"), [
+    ({"a": 10, "b": 5, "c": 2, "d": 1}, 0.2, 0), ({"a": 13, "b": 7}, 0.5, 3), ({"x": 4, "y": 9, "z": 3}, 0.9, 11),
+    ({"a": 30}, 0.05, 2)])
+def test_stratified_split_is_its_definition(per_class, fraction, seed):
+    src = Fake(per_class)
+    assert stratified_split(src.records, fraction, seed) == reference_split(src.records, fraction, seed)
+
+
+def test_hand_counts_per_class():
+    src = Fake({"a": 10, "b": 5, "c": 2, "d": 1, "e": 3})
+    _, val = stratified_split(src.records, 0.5, 1)
+    counts = {c: sum(src.records[i].label == c for i in val) for c in range(5)}
+    # round(5)=5 -> 5; round(2.5)=2 -> 2; round(1)=1 -> clamped to 1; a single image: round(0.5)=0; round(1.5)=2
+    assert counts == {0: 5, 1: 2, 2: 1, 3: 0, 4: 2}
+
+
+def test_split_source_parts_and_subset_order():
+    src = Fake({"a": 6, "b": 4})
+    train_idx, val_idx = reference_split(src.records, 0.25, 9)
+    train = split_source(src, "train", 0.25, 9)
+    val = split_source(src, "val", 0.25, 9)
+    assert isinstance(train, SubsetSource) and isinstance(val, SubsetSource)
+    assert train.indices == train_idx and val.indices == val_idx
+    assert [r.image_id for r in val.records] == [src.records[i].image_id for i in val_idx]
+    assert val.class_names == src.class_names
+    assert split_source(src, "all", 0.25, 9) is src
+    unsorted = SubsetSource(src, [5, 1, 3])
+    assert unsorted.indices == [1, 3, 5] and unsorted.load(unsorted.records[0]) == src.records[1].image_id
+
+
+def test_split_errors():
+    src = Fake({"a": 1})
+    with pytest.raises(DatasetError, match="val split of 1 images is empty"):
+        split_source(src, "val", 0.2, 0)
+    for bad in (0, 1, 1.5, True, "0.2"):
+        with pytest.raises(ConfigError):
+            split_source(src, "val", bad, 0)
+    with pytest.raises(ConfigError):
+        split_source(src, "test", 0.2, 0)
+
+
+def test_write_split_csv(tmp_path):
+    src = Fake({"a": 2, "b": 1})
+    src.records.append(ImageRecord("nolabel.jpg", -1))
+    path = tmp_path / "split.csv"
+    write_split_csv(path, {"train": src, "val": SubsetSource(src, [0])})
+    with path.open() as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["image", "label", "split"]
+    assert rows[1:] == ([[r.image_id, ["a", "b"][r.label] if r.label >= 0 else "", "train"] for r in src.records]
+                        + [[src.records[0].image_id, "a", "val"]])

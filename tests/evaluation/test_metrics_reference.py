@@ -1,0 +1,99 @@
+"""summary.json's metrics from per-image rows (summarize_rows / RunMetrics / MeanStd) against numpy and scipy:
+NaN-ignoring means per column under the right key, sample standard deviation, counts of images and of labelled
+images, Spearman MOS↔clean_pred_prob (scipy) only from three images on."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from iqa_saliency.evaluation.metrics import MeanStd, summarize_rows
+
+# per-image column -> summary.json key, written out from the README/summary.json, not imported
+KEYS = {
+    "correct_top1": "acc/top1", "correct_top5": "acc/top5", "flipped": "robustness/flip_rate",
+    "mos_clean": "quality/mos_clean_mean", "mos_drop": "quality/mos_drop",
+    "mos_normalized": "quality/mos_normalized_mean", "sim_cc": "similarity/cc", "sim_sim": "similarity/sim",
+    "sim_kld": "similarity/kld", "sim_spearman": "similarity/spearman",
+    "attr_stability_cc": "attribution/stability_cc",
+}
+
+
+def _rows(n: int, seed: int = 0) -> tuple[list[dict[str, str]], dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    cols = {c: rng.normal(loc=i, scale=1 + i, size=n) for i, c in enumerate(KEYS)}  # a distinct mean per column
+    cols["mos"] = rng.normal(40, 5, size=n)
+    cols["clean_pred_prob"] = rng.uniform(size=n)
+    cols["correct_top1"] = rng.integers(0, 2, n).astype(float)
+    cols["correct_top5"] = np.maximum(cols["correct_top1"], rng.integers(0, 2, n))
+    cols["flipped"] = rng.integers(0, 2, n).astype(float)
+    cols["correct_top1"][[1, 4]] = np.nan  # unlabelled images
+    cols["correct_top5"][[1, 4]] = np.nan
+    cols["sim_cc"][2] = np.nan  # a constant map
+    rows = [{c: ("" if np.isnan(v[i]) else repr(float(v[i]))) for c, v in cols.items()} for i in range(n)]
+    return rows, cols
+
+
+def test_summary_means_std_counts_and_spearman():
+    rows, cols = _rows(9)
+    out = summarize_rows(rows)
+    for col, key in KEYS.items():
+        assert out[key] == pytest.approx(np.nanmean(cols[col]), rel=1e-12), key
+    assert out["quality/mos_mean"] == pytest.approx(np.mean(cols["mos"]), rel=1e-12)
+    assert out["quality/mos_std"] == pytest.approx(np.std(cols["mos"], ddof=1), rel=1e-9)
+    assert out["n_images"] == 9
+    assert out["n_labeled"] == 7
+    rho = stats.spearmanr(cols["mos"], cols["clean_pred_prob"]).statistic
+    assert out["correlation/mos_vs_clean_pred_prob_spearman"] == pytest.approx(rho, rel=1e-6)
+
+
+def test_hand_case_two_of_three_labelled():
+    rows = [
+        {"mos": "10", "clean_pred_prob": "0.9", "correct_top1": "1", "correct_top5": "1", "flipped": "0"},
+        {"mos": "20", "clean_pred_prob": "0.5", "correct_top1": "0", "correct_top5": "1", "flipped": "1"},
+        {"mos": "60", "clean_pred_prob": "0.1", "correct_top1": "", "correct_top5": "", "flipped": "1"},
+    ]
+    out = summarize_rows(rows)
+    assert out["acc/top1"] == 0.5
+    assert out["acc/top5"] == 1.0
+    assert out["robustness/flip_rate"] == pytest.approx(2 / 3)
+    assert out["quality/mos_mean"] == pytest.approx(30.0)
+    assert out["quality/mos_std"] == pytest.approx(math.sqrt(((-20) ** 2 + 10**2 + 30**2) / 2))
+    assert (out["n_images"], out["n_labeled"]) == (3, 2)
+    # torchmetrics adds eps=1e-6 to the denominator
+    assert out["correlation/mos_vs_clean_pred_prob_spearman"] == pytest.approx(-1.0, abs=1e-5)
+
+
+def test_spearman_needs_three_images_and_std_two():
+    rows = [{"mos": "10", "clean_pred_prob": "0.9", "correct_top1": "1"},
+            {"mos": "20", "clean_pred_prob": "0.5", "correct_top1": "1"}]
+    out = summarize_rows(rows)
+    assert math.isnan(out["correlation/mos_vs_clean_pred_prob_spearman"])
+    assert out["quality/mos_std"] == pytest.approx(math.sqrt(50))
+    one = summarize_rows(rows[:1])
+    assert math.isnan(one["quality/mos_std"]) and one["quality/mos_mean"] == 10.0
+    empty = summarize_rows([])
+    assert empty["n_images"] == 0 and math.isnan(empty["quality/mos_mean"])
+
+
+def test_extra_mean_columns():
+    rows, cols = _rows(5, seed=3)
+    for i, r in enumerate(rows):
+        r["sim_cc_qattr"] = "" if i == 0 else str(0.1 * i)
+    out = summarize_rows(rows, {"sim_cc_qattr": "similarity/cc_qattr"})
+    assert out["similarity/cc_qattr"] == pytest.approx(np.mean([0.1, 0.2, 0.3, 0.4]))
+
+
+def test_mean_std_streams_and_ignores_nan():
+    values = np.array([3.0, np.nan, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0])
+    m = MeanStd(sync_on_compute=False)
+    m.update(torch.tensor(values[:4]))
+    m.update(torch.tensor(values[4:]))
+    mean, std = m.compute()
+    clean = values[~np.isnan(values)]
+    assert mean.item() == pytest.approx(clean.mean(), rel=1e-12)
+    assert std.item() == pytest.approx(clean.std(ddof=1), rel=1e-9)
