@@ -1,7 +1,10 @@
-"""torchvision classifiers with ImageNet normalisation built in, loaded from a weights enum or a file."""
+"""torchvision classifiers with ImageNet normalisation built in, loaded from a weights enum or a file; and the
+original study's ResNet18 loaded from its Lightning checkpoints (arch=study_resnet18)."""
 
 from __future__ import annotations
 
+import argparse
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,22 +27,49 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Key under which train.py checkpoints store what evaluate.py needs to rebuild the classifier.
 CHECKPOINT_META_KEY = "iqa_saliency"
+STUDY_ARCH = "study_resnet18"
+# classifier.extra["label_order"]: "folders" = class index i is the dataset's i-th class folder in sorted order
+# (torchvision ImageFolder's classes, which the study's checkpoints were trained on)
+FOLDER_ORDER = "folders"
+log = logging.getLogger(__name__)
 
 
 class NormalizedClassifier(nn.Module):
-    """A classifier that takes RGB in [0, 1] and applies ImageNet mean/std itself.
+    """A classifier that takes RGB in [0, 1] and applies ImageNet mean/std itself (normalize=False: feeds the
+    [0, 1] pixels as they are, as the original study's classifier was trained).
 
     Attribution maps are then taken w.r.t. the same raw pixels the quality model sees.
     """
 
-    def __init__(self, net: nn.Module, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
+    def __init__(self, net: nn.Module, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
+                 normalize: bool = True):
         super().__init__()
         self.net = net
+        self.normalize = normalize
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
+        return self.net((x - self.mean) / self.std if self.normalize else x)
+
+
+class StudyResNet18(nn.Module):
+    """The original study's ResNet_Model (models.py), with its parameter names: `ResNet_Module` = torchvision
+    resnet18 with fc = Identity, then flatten, dropout 0.25 and `fc` = Linear(512, classes); returns logits.
+
+    The study built its Dropout inside forward, a fresh module always in training mode, so its predictions were
+    random even in evaluation mode; here the dropout is a registered module, active only in training.
+    """
+
+    def __init__(self, num_classes: int = 67, dropout: float = 0.25) -> None:
+        super().__init__()
+        self.ResNet_Module = tvm.resnet18(weights=None)
+        self.ResNet_Module.fc = nn.Identity()
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(torch.flatten(self.ResNet_Module(x), 1)))
 
 
 @dataclass
@@ -117,16 +147,31 @@ def load_classifier(
     pretrained: bool = True,
     seed: int = 0,
     download: bool = True,
+    normalize: bool = True,
+    num_classes: int | None = None,
 ) -> Classifier:
-    """Build a classifier: torchvision weights by enum name, a checkpoint file, or untrained."""
+    """Build a classifier: torchvision weights by enum name, a checkpoint file, or untrained.
+
+    arch=study_resnet18 loads the original study's Lightning checkpoints (see load_study_classifier).
+    normalize=False feeds unnormalised [0, 1] pixels (the study's classifier never saw ImageNet mean/std).
+    """
     override = "classifier.checkpoint"
+    if arch == STUDY_ARCH:
+        if pretrained and not checkpoint:
+            raise ConfigError("classifier=study_resnet18 needs the study's checkpoint. Set classifier.checkpoint=PATH "
+                              "to its .ckpt file (or pretrained=false for untrained weights).")
+        return load_study_classifier(checkpoint if pretrained else None, normalize=normalize, seed=seed,
+                                     num_classes=num_classes)
     if checkpoint:
-        return _from_checkpoint(arch, checkpoint, override)
+        classifier = _from_checkpoint(arch, checkpoint, override)
+        classifier.model.normalize = normalize
+        return classifier
     if not pretrained or not weights:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = build_network(arch)
-        return Classifier(NormalizedClassifier(net).eval(), arch, imagenet_categories(), WeightsIdentity(UNTRAINED))
+        return Classifier(NormalizedClassifier(net, normalize=normalize).eval(), arch, imagenet_categories(),
+                          WeightsIdentity(UNTRAINED))
     net = build_network(arch)
     try:
         enum_cls = tvm.get_model_weights(arch)
@@ -140,8 +185,48 @@ def load_classifier(
     state = extract_state_dict(load_checkpoint_file(path, override), path, override)
     load_matching_state_dict(net, state, str(path), override)
     categories = list(spec.meta.get("categories") or imagenet_categories())
-    return Classifier(NormalizedClassifier(net).eval(), arch, categories,
+    return Classifier(NormalizedClassifier(net, normalize=normalize).eval(), arch, categories,
                       WeightsIdentity(f"{arch}:{weights}", spec.url, digest))
+
+
+def load_study_classifier(checkpoint: str | None, normalize: bool = False, seed: int = 0,
+                          num_classes: int | None = None) -> Classifier:
+    """The original study's classifier from one of its Lightning checkpoints (best_model.ckpt, last.ckpt, ...).
+
+    The file holds `state_dict` with keys model.ResNet_Module.<resnet18 keys without fc> and model.fc.weight/bias,
+    and `hyper_parameters` = {"args": argparse.Namespace}. It is read with torch.load(weights_only=True) with
+    argparse.Namespace allow-listed and nothing else. Class index i is the dataset's i-th class folder in sorted
+    order (ImageFolder), so labels are matched by folder order (extra["label_order"]). Without a checkpoint
+    (pretrained=false) the network is untrained with `num_classes` outputs (default 67, MIT Indoor's).
+    """
+    override = "classifier.checkpoint"
+    extra = {"label_order": FOLDER_ORDER}
+    if not checkpoint:
+        n = int(num_classes or 67)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = StudyResNet18(n)
+        return Classifier(NormalizedClassifier(net, normalize=normalize).eval(), STUDY_ARCH,
+                          [str(i) for i in range(n)], WeightsIdentity(UNTRAINED), extra=extra, imagenet_classes=False)
+    path, digest = fetch_weights(str(checkpoint), None, override)
+    obj = load_checkpoint_file(path, override, allow=(argparse.Namespace,))
+    if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
+        raise UserError(f"'{path}' is not a Lightning checkpoint of the study (no 'state_dict'). Set {override}=PATH "
+                        "to one of its .ckpt files, or use classifier=resnet18 for other weights.")
+    state = {k[len("model."):] if k.startswith("model.") else k: v for k, v in obj["state_dict"].items()}
+    if "fc.weight" not in state:
+        raise UserError(f"'{path}' has no model.fc.weight: not the study's ResNet_Model. Set {override}=PATH to a "
+                        "checkpoint of the study's classifier.")
+    n = int(state["fc.weight"].shape[0])
+    net = StudyResNet18(n)
+    load_matching_state_dict(net, state, str(path), override)
+    args = (obj.get("hyper_parameters") or {}).get("args")
+    if isinstance(args, argparse.Namespace):
+        extra["study_args"] = {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
+                               for k, v in vars(args).items()}
+    return Classifier(NormalizedClassifier(net, normalize=normalize).eval(), STUDY_ARCH, [str(i) for i in range(n)],
+                      WeightsIdentity(f"{STUDY_ARCH}:{path.name}", str(path), digest), extra=extra,
+                      imagenet_classes=False)
 
 
 def _from_checkpoint(arch: str, checkpoint: str, override: str) -> Classifier:
@@ -173,10 +258,11 @@ def _output_size(state: dict[str, torch.Tensor]) -> int:
 
 
 def read_checkpoint_meta(checkpoint: str | None, override: str = "classifier.checkpoint") -> dict[str, Any] | None:
-    """The train.py metadata of a local checkpoint file (None for URLs, plain state_dicts or no checkpoint)."""
+    """The train.py metadata of a local checkpoint file (None for URLs, plain state_dicts, the study's Lightning
+    files or no checkpoint)."""
     if not checkpoint or is_url(str(checkpoint)):
         return None
     path, _ = fetch_weights(str(checkpoint), None, override)
-    obj = load_checkpoint_file(path, override)
+    obj = load_checkpoint_file(path, override, allow=(argparse.Namespace,))
     meta = obj.get(CHECKPOINT_META_KEY) if isinstance(obj, dict) else None
     return dict(meta) if isinstance(meta, dict) else None

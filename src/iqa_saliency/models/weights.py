@@ -101,13 +101,20 @@ def fetch_weights(source: str, sha256: str | None, override: str, download: bool
     return cached, _check_hash(cached, sha256, "Cached weights", override)
 
 
-def load_checkpoint_file(path: str | os.PathLike, override: str) -> Any:
-    """torch.load with weights_only=True: a checkpoint is untrusted input and must not run code."""
+def load_checkpoint_file(path: str | os.PathLike, override: str, allow: tuple[type, ...] = ()) -> Any:
+    """torch.load with weights_only=True: a checkpoint is untrusted input and must not run code.
+
+    `allow`: classes the file may also hold, allow-listed for this load only (e.g. argparse.Namespace, the
+    hyper-parameters of the original study's Lightning checkpoints).
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        first = str(exc).strip().splitlines()
+        detail = next((line.strip() for line in first if "Unsupported global" in line), first[0] if first else "")
         raise UserError(
-            f"Could not load weights from '{path}' ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+            f"Could not load weights from '{path}' ({type(exc).__name__}: {detail[:200]}). "
             f"Check that the file is a complete PyTorch checkpoint, or set {override}=PATH to another file."
         ) from exc
 
