@@ -19,7 +19,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
-Y_LABELS = {"acc_top1": "top-1 accuracy", "flip_rate": "flip rate vs clean"}
+Y_LABELS = {"acc_top1": "top-1 accuracy", "acc_top5": "top-5 accuracy", "flip_rate": "flip rate vs clean"}
 
 
 
@@ -99,12 +99,40 @@ def _panels(axes: Sequence[Any], rows: pd.DataFrame, y_acc: str, legend: bool) -
         axes[2].legend(fontsize=8)
 
 
+def _study_panels(axes: Sequence[Any], rows: pd.DataFrame, legend: bool) -> None:
+    """What the original study's quality_accuracy.py plotted per corruption -- top-1 accuracy, top-5 accuracy and
+    the mean raw MOS against severity -- and, next to them, the CC of quality map and attribution (95% CI)."""
+    for variant, r in rows.groupby("variant"):
+        r = r.sort_values("severity")
+        axes[0].plot(r["severity"], r["acc_top1"], marker="o", label=variant)
+        axes[1].plot(r["severity"], r["acc_top5"], marker="o", label=variant)
+        axes[2].plot(r["severity"], r["mos_mean"], marker="o", label=variant)
+        axes[3].plot(r["severity"], r["sim_cc_mean"], marker="o", label=variant)
+        axes[3].fill_between(r["severity"], r["sim_cc_ci_low"], r["sim_cc_ci_high"], alpha=0.2)
+    titles = ("Top-1 Accuracy", "Top-5 Accuracy", "Mean MOS of the dataset", "CC quality map vs attribution")
+    ylabels = ("top-1 accuracy", "top-5 accuracy", "mean MOS (PaQ-2-PiQ, raw)", "CC (95% CI)")
+    for ax, title, ylabel in zip(axes, titles, ylabels, strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("severity")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.set_xticks(sorted(rows["severity"].unique()))
+    if legend and rows["variant"].nunique() > 1:
+        axes[3].legend(fontsize=8)
+
+
 def per_corruption_panels(curves: pd.DataFrame, out_dir: Path, y_acc: str) -> dict[str, Path]:
-    """One three-panel figure per corruption (the original study's plots)."""
+    """One figure per corruption. With labels: the original study's three plots (top-1, top-5, mean raw MOS
+    against severity) and the CC next to them; without: flip rate, mean MOS (± std) and CC."""
     paths = {}
+    study = y_acc == "acc_top1" and "acc_top5" in curves and curves["acc_top5"].notna().any()
     for corruption, rows in curves.groupby("corruption"):
-        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
-        _panels(axes, rows, y_acc, legend=True)
+        if study:
+            fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), constrained_layout=True)
+            _study_panels(axes, rows, legend=True)
+        else:
+            fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
+            _panels(axes, rows, y_acc, legend=True)
         fig.suptitle(corruption)
         paths[corruption] = save_figure(fig, out_dir / f"corruption_{corruption}.png")
     return paths

@@ -246,10 +246,10 @@ def _markdown(sweep_dir: Path, summary: pd.DataFrame, correlation: dict[str, flo
              "## Per corruption", "", f"![overview]({rel(figures['overview'])})", ""]
     for corruption, path in figures["per_corruption"].items():
         lines += [f"### {corruption}", "", f"![{corruption}]({rel(path)})", ""]
-    lines += ["## Cells", "", "| variant | corruption | severity | n | acc@1 | flip | MOS | MOS drop | CC [95% CI] | "
-              "stability |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["## Cells", "", "| variant | corruption | severity | n | acc@1 | acc@5 | flip | MOS | MOS drop | "
+              "CC [95% CI] | stability |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary.itertuples():
-        lines.append(f"| {r.variant} | {r.corruption} | {r.severity} | {r.n} | {fmt(r.acc_top1)} | "
+        lines.append(f"| {r.variant} | {r.corruption} | {r.severity} | {r.n} | {fmt(r.acc_top1)} | {fmt(r.acc_top5)} | "
                      f"{fmt(r.flip_rate)} | {fmt(r.mos_mean)} | {fmt(r.mos_drop)} | {fmt(r.sim_cc_mean)} "
                      f"[{fmt(r.sim_cc_ci_low)}, {fmt(r.sim_cc_ci_high)}] | {fmt(r.attr_stability_cc)} |")
     lines.append("")

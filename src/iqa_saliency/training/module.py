@@ -37,13 +37,14 @@ def train_transform(crop: int) -> Callable:
     return T.Compose([T.RandomResizedCrop(crop, antialias=True), T.RandomHorizontalFlip(), T.ToTensor()])
 
 
-def _prepared_tensor(image: Image.Image, resize: int | None, crop: int | None) -> torch.Tensor:
-    return TF.to_tensor(prepare_image(image, resize, crop))
+def _prepared_tensor(image: Image.Image, resize: int | None, crop: int | None, small: str = "upscale") -> torch.Tensor:
+    return TF.to_tensor(prepare_image(image, resize, crop, small))
 
 
-def eval_transform(resize: int | None, crop: int | None) -> Callable:
-    """Exactly the preparation evaluate.py applies to clean images (resize, centre crop), to [0, 1] tensors."""
-    return partial(_prepared_tensor, resize=resize, crop=crop)  # picklable for spawned DataLoader workers
+def eval_transform(resize: int | None, crop: int | None, small: str = "upscale") -> Callable:
+    """Exactly the preparation evaluate.py applies to clean images (resize, centre crop; dataset.small), to [0, 1]
+    tensors."""
+    return partial(_prepared_tensor, resize=resize, crop=crop, small=small)  # picklable for spawned workers
 
 
 class LabelledImages(Dataset):
@@ -65,14 +66,14 @@ class ClassificationData(pl.LightningDataModule):
     """Train (augmented, shuffled) and val (deterministic) loaders over two image sources."""
 
     def __init__(self, train: ImageSource, val: ImageSource, crop: int, resize: int | None, batch_size: int = 32,
-                 num_workers: int = 2, pin_memory: bool = False) -> None:
+                 num_workers: int = 2, pin_memory: bool = False, small: str = "upscale") -> None:
         super().__init__()
         for name, source in (("train", train), ("val", val)):
             if not source.class_names or any(r.label == NO_LABEL for r in source.records):
                 raise DatasetError(f"The {name} images have no class labels. Point dataset.root at a folder with "
                                    "one subfolder per class.")
         self.train_set = LabelledImages(train, train_transform(crop))
-        self.val_set = LabelledImages(val, eval_transform(resize, crop))
+        self.val_set = LabelledImages(val, eval_transform(resize, crop, small))
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
 
     def _rank_world(self) -> tuple[int, int]:
