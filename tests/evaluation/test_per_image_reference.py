@@ -1,0 +1,185 @@
+"""Every per_image.csv column and summary.json metric of a real run, recomputed here from the inputs, the saved
+arrays and the definitions, never by the evaluation code itself.
+
+The run evaluates three labelled samples (chelsea, clock, coffee) at full size under gaussian_noise severity 3,
+with a stub classifier whose class ranking is designed so that the definitions are told apart (see
+helpers/stub_classifier.py): every image flips, one is right at top-1 only when corrupted, one is in the corrupted
+top-5 only, one in the clean top-5 only; the probabilities of the clean prediction differ by orders of magnitude
+between the clean and the corrupted image. The quality model is the untrained PaQ-2-PiQ (seed 0), run here again.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import imagecorruptions
+import numpy as np
+import pytest
+import skimage.data
+import torch
+import torch.nn.functional as F
+from helpers import reference as ref
+from helpers import stub_classifier as stub
+from helpers.cli import ROOT, run_cli
+from PIL import Image
+from scipy import stats
+
+from iqa_saliency.models.paq2piq import load_paq2piq
+
+SAMPLES = {"chelsea": ("chelsea", 281), "clock": ("clock", 409), "coffee": ("coffee", 967)}
+CORRUPTION, SEVERITY, SEED = "gaussian_noise", 3, 0
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("per_image") / "run"
+    env_before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "tests"), env_before) if p)
+    try:
+        proc = run_cli("evaluate.py", "pretrained=false", "logger=none", "figures=0",
+                       f"dataset.source.names=[{','.join(SAMPLES)}]", "dataset.resize=null", "dataset.crop=null",
+                       "dataset.save_images=true", f"corruption={CORRUPTION}", f"severity={SEVERITY}", f"seed={SEED}",
+                       "classifier._target_=helpers.stub_classifier.load", f"hydra.run.dir={out}")
+    finally:
+        if env_before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = env_before
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def rows(run) -> list[dict[str, str]]:
+    with (run / "per_image.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _clean_image(name: str) -> np.ndarray:
+    array = np.asarray(getattr(skimage.data, SAMPLES[name][0])())
+    return np.stack([array] * 3, axis=-1) if array.ndim == 2 else array
+
+
+def _tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1)[None].double() / 255.0
+
+
+def _gradcam(x: torch.Tensor, target: int) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al.) of the stub's layer, in float64: ReLU(Σ_k mean(∂y_t/∂A_k) A_k), bilinear up."""
+    lap = F.conv2d(x, stub.LAPLACIAN.double().expand(3, 1, 3, 3), groups=3)
+    acts = torch.cat([lap.square(), x[:, :, 1:-1, 1:-1]], dim=1).requires_grad_(True)
+    (grads,) = torch.autograd.grad(stub.logits_from_layer(acts)[0, target], acts)
+    cam = (grads.mean(dim=(2, 3), keepdim=True) * acts).sum(dim=1, keepdim=True).clamp_min(0)
+    return F.interpolate(cam.detach(), size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+@pytest.fixture(scope="module")
+def expected(run, rows) -> list[dict[str, float]]:
+    """Each image's columns from first principles."""
+    torch.manual_seed(0)
+    quality, _ = load_paq2piq(pretrained=False, seed=SEED)
+    out = []
+    for row in rows:
+        name = row["image"]
+        label = SAMPLES[name][1]
+        clean = _clean_image(name)
+        # the corrupted input, as imagecorruptions makes it under this image's own seed
+        np.random.seed(ref.corruption_seed(SEED, name, CORRUPTION, SEVERITY))
+        corrupted = imagecorruptions.corrupt(clean.copy(), severity=SEVERITY, corruption_name=CORRUPTION)
+        saved = np.asarray(Image.open(run / "images" / f"{int(row['index']):06d}_{name}.png"))
+        np.testing.assert_array_equal(saved, corrupted)
+        xc, xk = _tensor(clean), _tensor(corrupted)
+        with torch.no_grad():
+            p_clean = stub.StubNet().double()(xc).softmax(dim=1)[0].numpy()
+            p_corr = stub.StubNet().double()(xk).softmax(dim=1)[0].numpy()
+            q_clean = quality(xc.float())[0].double().numpy()
+            q_corr = quality(xk.float())[0].double().numpy()
+        pred, clean_pred = int(p_corr.argmax()), int(p_clean.argmax())
+        top5 = set(np.argsort(p_corr)[-5:].tolist())
+        mos, mos_clean = q_corr[0], q_clean[0]
+        attr_clean, attr_corr = _gradcam(xc, clean_pred), _gradcam(xk, pred)
+        out.append({
+            "label": label, "mos": mos, "mos_clean": mos_clean, "mos_drop": mos_clean - mos,
+            "mos_normalized": ref.paq_normalise(mos), "quality_category": ref.paq_category(ref.paq_normalise(mos)),
+            "pred": pred, "pred_prob": p_corr[pred], "clean_pred": clean_pred, "clean_pred_prob": p_corr[clean_pred],
+            "flipped": float(pred != clean_pred), "correct_top1": float(pred == label),
+            "correct_top5": float(label in top5), "attr_stability_cc": ref.mit_cc(attr_clean, attr_corr),
+            "_clean_top5": float(label in set(np.argsort(p_clean)[-5:].tolist())), "_p_clean_of_clean_pred":
+            p_clean[clean_pred], "_q_local": q_corr[1:].reshape(20, 20), "_q_local_clean": q_clean[1:].reshape(20, 20),
+            "_attribution": attr_corr,
+        })
+    return out
+
+
+def test_the_case_tells_the_definitions_apart(expected):
+    # every image flips; vs the labels the picture differs: chelsea's corrupted prediction is its label
+    assert [e["flipped"] for e in expected] == [1.0, 1.0, 1.0]
+    assert [e["correct_top1"] for e in expected] == [1.0, 0.0, 0.0]
+    assert [e["correct_top5"] for e in expected] == [1.0, 1.0, 0.0]
+    assert [e["_clean_top5"] for e in expected] == [0.0, 0.0, 1.0]  # the clean probabilities would say otherwise
+    for e in expected:
+        assert e["_p_clean_of_clean_pred"] > 100 * e["clean_pred_prob"]
+    drops = [e["mos_drop"] for e in expected]
+    assert min(drops) < -1e-3 and max(drops) > 1e-3 or all(abs(d) > 1e-3 for d in drops)
+
+
+def test_classification_columns(rows, expected):
+    assert [r["image"] for r in rows] == list(SAMPLES)
+    for r, e in zip(rows, expected, strict=True):
+        assert int(r["label"]) == e["label"]
+        assert int(r["pred"]) == e["pred"] and int(r["clean_pred"]) == e["clean_pred"]
+        assert float(r["pred_prob"]) == pytest.approx(e["pred_prob"], rel=1e-4)
+        assert float(r["clean_pred_prob"]) == pytest.approx(e["clean_pred_prob"], rel=1e-3)
+        assert float(r["flipped"]) == e["flipped"]
+        assert float(r["correct_top1"]) == e["correct_top1"]
+        assert float(r["correct_top5"]) == e["correct_top5"]
+        assert (r["corruption"], int(r["severity"])) == (CORRUPTION, SEVERITY)
+
+
+def test_quality_columns(rows, expected):
+    for r, e in zip(rows, expected, strict=True):
+        assert float(r["mos"]) == pytest.approx(e["mos"], abs=1e-4)
+        assert float(r["mos_clean"]) == pytest.approx(e["mos_clean"], abs=1e-4)
+        assert float(r["mos_drop"]) == pytest.approx(e["mos_drop"], abs=1e-4)
+        assert float(r["mos_normalized"]) == pytest.approx(e["mos_normalized"], abs=1e-4)
+        assert r["quality_category"] == e["quality_category"]
+
+
+def test_saved_maps_and_similarity_columns(run, rows, expected):
+    for r, e in zip(rows, expected, strict=True):
+        maps = np.load(run / r["maps"])
+        np.testing.assert_allclose(maps["quality_map"], e["_q_local"], atol=1e-4)
+        np.testing.assert_allclose(maps["quality_map_clean"], e["_q_local_clean"], atol=1e-4)
+        scale = np.abs(e["_attribution"]).max()
+        np.testing.assert_allclose(maps["attribution"], e["_attribution"], atol=1e-4 * scale)
+        want = ref.similarities(maps["quality_map"].astype(np.float64), maps["attribution"].astype(np.float64))
+        for col, value in want.items():
+            assert float(r[col]) == pytest.approx(value, rel=1e-6, abs=1e-9), col
+        assert float(r["attr_stability_cc"]) == pytest.approx(e["attr_stability_cc"], abs=1e-3)
+        assert r["sim_cc_local"] == "" and r["sim_cc_qattr"] == ""  # no quality attribution in this run
+
+
+def test_summary_metrics(run, rows, expected):
+    metrics = json.loads((run / "summary.json").read_text())["metrics"]
+    col = {k: np.array([e[k] for e in expected], dtype=np.float64) for k in expected[0] if not k.startswith("_")
+           and k != "quality_category"}
+    sims = {c: np.array([float(r[c]) for r in rows]) for c in ("sim_cc", "sim_sim", "sim_kld", "sim_spearman")}
+    assert metrics["acc/top1"] == pytest.approx(col["correct_top1"].mean())
+    assert metrics["acc/top5"] == pytest.approx(col["correct_top5"].mean())
+    assert metrics["robustness/flip_rate"] == pytest.approx(col["flipped"].mean())
+    assert metrics["quality/mos_mean"] == pytest.approx(col["mos"].mean(), abs=1e-4)
+    assert metrics["quality/mos_std"] == pytest.approx(col["mos"].std(ddof=1), abs=1e-4)
+    assert metrics["quality/mos_clean_mean"] == pytest.approx(col["mos_clean"].mean(), abs=1e-4)
+    assert metrics["quality/mos_drop"] == pytest.approx(col["mos_drop"].mean(), abs=1e-4)
+    assert metrics["quality/mos_normalized_mean"] == pytest.approx(col["mos_normalized"].mean(), abs=1e-4)
+    assert metrics["attribution/stability_cc"] == pytest.approx(col["attr_stability_cc"].mean(), abs=1e-3)
+    for c, values in sims.items():
+        assert metrics[f"similarity/{c[4:]}"] == pytest.approx(values.mean(), rel=1e-9)
+    rho = stats.spearmanr(col["mos"], col["clean_pred_prob"]).statistic
+    assert metrics["correlation/mos_vs_clean_pred_prob_spearman"] == pytest.approx(rho, abs=1e-5)
+    assert (metrics["n_images"], metrics["n_labeled"]) == (3, 3)
+    assert metrics["similarity/cc_local"] is None or math.isnan(metrics["similarity/cc_local"])
