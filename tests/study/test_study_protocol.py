@@ -19,7 +19,7 @@ from iqa_saliency.attribution.registry import ATTRIBUTION_METHODS, build_attribu
 from iqa_saliency.corruption import image_seed
 from iqa_saliency.data.mit_indoor import MITIndoor
 from iqa_saliency.data.pairs import CorruptedPairs
-from iqa_saliency.data.quality_filter import fit_files, fit_normalizer, scores_from_mos_csv
+from iqa_saliency.data.quality_filter import fit_files, fit_normalizer, resolve_normalizer, scores_from_mos_csv
 from iqa_saliency.data.selection import Selection, select_images
 from iqa_saliency.data.splits import split_source
 from iqa_saliency.errors import ConfigError, DatasetError, UserError
@@ -286,3 +286,20 @@ def test_every_attribution_method_works_on_the_study_classifier(tmp_path, name):
     maps = build_attribution(name, model).attribute(x.clone().requires_grad_(True), target)
     assert maps.shape == (2, 64, 64) and torch.isfinite(maps).all()
     assert (maps.flatten(1).std(dim=1) > 0).all()
+
+
+def test_normalization_options(tmp_path):
+    never = lambda: pytest.fail("the quality model is not needed")  # noqa: E731
+    assert resolve_normalizer(None, never, "s") == ScoreNormalizer()
+    assert resolve_normalizer({"name": "official"}, never, "s").n_std == 4.0
+    with pytest.raises(ConfigError, match="fit_dir=PATH"):
+        resolve_normalizer({"name": "fit"}, never, "s")
+    with pytest.raises(ConfigError, match="quality.normalization.name='clive' is not valid"):
+        resolve_normalizer({"name": "clive"}, never, "s")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((40, 40, 3), 180 + 10 * i, np.uint8)).save(folder / f"{i}.png")
+    fitted = resolve_normalizer({"fit_dir": str(folder), "cache": str(tmp_path / "c.json")},
+                                lambda: (MeanBrightness(), None), "s")
+    assert fitted.peak == 70 and fitted.name == f"fit:{folder}"

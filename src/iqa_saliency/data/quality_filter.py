@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError, DatasetError, reraise_interrupt
 from ..io.atomic import atomic_write, atomic_write_text
-from ..models.paq2piq import CATEGORIES, PaQ2PiQ, ScoreNormalizer
+from ..models.paq2piq import CATEGORIES, NORMALIZATIONS, PaQ2PiQ, ScoreNormalizer
 from ..models.weights import WeightsIdentity
 from .images import prepare_image
 from .sources import ImageRecord, ImageSource
@@ -269,6 +269,28 @@ def fit_normalizer(folder: str | os.PathLike, quality: QualityLoader, cache_path
         stored[key] = {"folder": str(folder), "n_images": len(files), "scorer": scorer, "params": params}
         atomic_write_text(cache, json.dumps(stored, indent=2) + "\n")
     return normalizer
+
+
+def resolve_normalizer(options: dict[str, Any] | None, quality: QualityLoader, scorer: str,
+                       device: str | torch.device | None = None) -> ScoreNormalizer:
+    """quality.normalization: {name: study_defaults | fit | official, fit_dir: PATH, cache: PATH}.
+
+    fit_dir implies name=fit; the quality model is loaded only when a fit is not in the cache.
+    """
+    options = dict(options or {})
+    fit_dir = options.get("fit_dir")
+    name = options.get("name") or ("fit" if fit_dir else "study_defaults")
+    if name not in NORMALIZATIONS:
+        raise ConfigError(f"quality.normalization.name={name!r} is not valid. Use one of: {', '.join(NORMALIZATIONS)}.")
+    if fit_dir and name != "fit":
+        raise ConfigError(f"quality.normalization.fit_dir is set but name={name}. Set quality.normalization.name=fit "
+                          "(or drop fit_dir).")
+    if name == "fit":
+        if not fit_dir:
+            raise ConfigError("quality.normalization.name=fit needs a folder. Set quality.normalization.fit_dir=PATH "
+                              "(the study fitted on CLIVE's Images/).")
+        return fit_normalizer(fit_dir, quality, options.get("cache"), scorer, device)
+    return NORMALIZATIONS[name]
 
 
 def filter_by_quality(source: ImageSource, scores: QualityScores, keep: Sequence[str]) -> SubsetSource:
