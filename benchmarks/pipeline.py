@@ -10,7 +10,6 @@ Weights are untrained (timing does not depend on their values). Prints a markdow
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -21,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +111,7 @@ class Models:
         x = x.contiguous(memory_format=self.memory_format)
         with torch.no_grad():
             self.quality(x)
-        if hasattr(self.attribution, "predict_and_attribute"):
-            self.attribution.predict_and_attribute(x)
-        else:
-            self.run_plain_classifier(x)
+        self.attribution.predict_and_attribute(x)
 
     def run_plain(self, x: torch.Tensor) -> None:
         """The original study's model work: quality, classifier, then the attribution's own forward pass."""
@@ -171,10 +166,7 @@ def bench_parts(models: Models, batches: list[dict[str, Any]], device: torch.dev
     def classify_and_attribute() -> None:
         for x, _ in tensors:
             x = x.contiguous(memory_format=models.memory_format)
-            if hasattr(models.attribution, "predict_and_attribute"):
-                models.attribution.predict_and_attribute(x)
-            else:
-                models.run_plain_classifier(x)
+            models.attribution.predict_and_attribute(x)
 
     def models_only() -> None:
         for x, _ in tensors:
@@ -216,15 +208,18 @@ def bench_parts(models: Models, batches: list[dict[str, Any]], device: torch.dev
     return timings
 
 
-def fixed_outputs(module: Any, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Stand-in for EvaluationModule._infer: outputs of the right shapes and kinds, without running a model."""
-    batch, _, height, width = x.shape
-    g = torch.Generator(device=x.device).manual_seed(batch)
-    grid = module.quality.grid
-    return {"q_global": torch.rand(batch, generator=g, device=x.device),
-            "q_local": torch.rand(batch, grid, grid, generator=g, device=x.device),
-            "probs": torch.rand(batch, module.classifier_info.num_classes, generator=g, device=x.device).softmax(1),
-            "attribution": torch.rand(batch, height, width, generator=g, device=x.device)}
+def fixed_outputs(grid: int, num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
+    """A stand-in for the model calls: outputs of the right shapes and kinds, without running a model."""
+
+    def infer(x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        batch, _, height, width = x.shape
+        g = torch.Generator(device=x.device).manual_seed(batch)
+        return {"q_global": torch.rand(batch, generator=g, device=x.device),
+                "q_local": torch.rand(batch, grid, grid, generator=g, device=x.device),
+                "probs": torch.rand(batch, num_classes, generator=g, device=x.device).softmax(1),
+                "attribution": torch.rand(batch, height, width, generator=g, device=x.device)}
+
+    return infer
 
 
 def pipeline_run(n: int, corruption: str, severity: int, method: str, size: int, batch_size: int, workers: int,
@@ -234,30 +229,27 @@ def pipeline_run(n: int, corruption: str, severity: int, method: str, size: int,
 
     host_only: the model calls return fixed outputs instead (everything else runs): the host side's own bound.
     """
-    from unittest import mock
-
     import pytorch_lightning as pl
 
     from iqa_saliency.evaluation.cell import run_evaluation
-    from iqa_saliency.evaluation.module import EvaluationModule
+    from iqa_saliency.evaluation.settings import Cell, EvaluationModels, Explanation, Inputs, Outputs, Speed
 
     source = CycledSamples(n)
-    quality = load_paq2piq(pretrained=False)
-    classifier = load_classifier(pretrained=False)
+    quality, quality_weights = load_paq2piq(pretrained=False)
+    models = EvaluationModels(quality, quality_weights, load_classifier(pretrained=False))
     out = Path(tempfile.mkdtemp(prefix="iqa-bench-run-"))
     try:
         trainer = pl.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False,
                              inference_mode=False, use_distributed_sampler=False, enable_checkpointing=False,
                              enable_model_summary=False, enable_progress_bar=False)
-        infer = mock.patch.object(EvaluationModule, "_infer", fixed_outputs) if host_only else contextlib.nullcontext()
+        infer = fixed_outputs(quality.grid, models.classifier.num_classes) if host_only else None
         start = time.perf_counter()
-        with infer:
-            result = run_evaluation(source=source, quality=quality, classifier=classifier,
-                           attribution_factory=partial(build_attribution, method), attribution_name=method,
-                           trainer=trainer, run_dir=out, corruption=corruption, severity=severity, seed=0,
-                           resize=256 if size == 224 else None, crop=size, batch_size=batch_size,
-                           num_workers=workers, n_figures=0, corruption_cache_dir=corruption_cache,
-                           channels_last=channels_last, clean_cache_dir=clean_cache)
+        result = run_evaluation(
+            source, models, trainer, Cell(corruption, severity, seed=0),
+            Inputs(resize=256 if size == 224 else None, crop=size, batch_size=batch_size, num_workers=workers),
+            Explanation(method), Outputs(out, figures=0, clean_cache_dir=clean_cache,
+                                         corruption_cache_dir=corruption_cache),
+            Speed(channels_last=channels_last), infer=infer)
         seconds = time.perf_counter() - start
     finally:
         shutil.rmtree(out, ignore_errors=True)

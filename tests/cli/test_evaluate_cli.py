@@ -191,8 +191,8 @@ def _block_mean(x: np.ndarray, grid: int = 20) -> np.ndarray:
 @pytest.mark.slow
 def test_quality_saliency_gradcam_follows_quality_weights_and_fills_like_with_like(tmp_path):
     base = ["corruption=contrast", "severity=3", "logger=none", "trainer.enable_progress_bar=false",
-            "classifier.pretrained=false", "quality.saliency=gradcam", "dataset.source.names=[chelsea,coffee]",
-            "dataset.resize=80", "dataset.crop=80", "figures=0"]
+            "classifier.pretrained=false", "similarity.quality_saliency=gradcam",
+            "dataset.source.names=[chelsea,coffee]", "dataset.resize=80", "dataset.crop=80", "figures=0"]
     runs = {}
     for seed in (1, 2):
         ckpt = _paq2piq_checkpoint(tmp_path / f"paq{seed}.pth", seed)
@@ -252,7 +252,7 @@ def test_attribution_sweep_over_methods(tmp_path):
 
 
 @pytest.mark.parametrize(("override", "needles"), [
-    ("quality.saliency=gradcamm", ("Unknown attribution method 'gradcamm'", "gradcam")),
+    ("similarity.quality_saliency=gradcamm", ("Unknown attribution method 'gradcamm'", "gradcam")),
     ("similarity.quality_map=worse", ("similarity.quality_map='worse'", "raw, inverted, drop")),
     ("+attribution.options.n_steps=4", ("gradcam has no option n_steps", "attribution.options")),
 ])

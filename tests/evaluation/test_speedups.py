@@ -109,21 +109,21 @@ def test_one_pass_prediction_and_map_equal_the_two_pass_path(method):
 def _evaluate_cell(run_dir, names, clean_cache_dir, workers, source=None, fold_batchnorm=True):
     import pytorch_lightning as pl
 
-    from iqa_saliency.attribution.registry import build_attribution
     from iqa_saliency.data.sources import SampleImages
     from iqa_saliency.evaluation.cell import run_evaluation
+    from iqa_saliency.evaluation.settings import Cell, EvaluationModels, Explanation, Inputs, Outputs, Speed
     from iqa_saliency.models.classifier import load_classifier
     from iqa_saliency.models.paq2piq import load_paq2piq
 
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, inference_mode=False,
                          use_distributed_sampler=False, enable_checkpointing=False, enable_model_summary=False,
                          enable_progress_bar=False)
+    quality, quality_weights = load_paq2piq(pretrained=False)
+    models = EvaluationModels(quality, quality_weights, load_classifier(pretrained=False))
     summary = run_evaluation(
-        source=source or SampleImages(names), quality=load_paq2piq(pretrained=False),
-        classifier=load_classifier(pretrained=False), attribution_factory=lambda m: build_attribution("gradcam", m),
-        attribution_name="gradcam", trainer=trainer, run_dir=run_dir, corruption="contrast", severity=2, seed=0,
-        resize=80, crop=64, batch_size=3, num_workers=workers, n_figures=0, clean_cache_dir=clean_cache_dir,
-        fold_batchnorm=fold_batchnorm,
+        source or SampleImages(names), models, trainer, Cell("contrast", 2, seed=0),
+        Inputs(resize=80, crop=64, batch_size=3, num_workers=workers), Explanation("gradcam"),
+        Outputs(run_dir, figures=0, clean_cache_dir=clean_cache_dir), Speed(fold_batchnorm=fold_batchnorm),
     ).summary
     return pd.read_csv(run_dir / "per_image.csv"), summary
 
@@ -270,16 +270,16 @@ def test_pipeline_rows_with_and_without_folding_agree(tmp_path):
 
 @pytest.mark.parametrize("severity", [2, 0])
 def test_quality_attribution_is_captums_gradcam_of_the_images_compared(tmp_path, severity):
-    """The quality model's map (quality.saliency) explains the corrupted image, or the clean one in a clean cell
-    whose clean pass comes from the cache; checked against captum on the unfolded model."""
+    """The quality model's map (similarity.quality_saliency) explains the corrupted image, or the clean one in a
+    clean cell whose clean pass comes from the cache; checked against captum on the unfolded model."""
     import pytorch_lightning as pl
     from captum.attr import LayerAttribution, LayerGradCam
 
-    from iqa_saliency.attribution.registry import build_attribution
     from iqa_saliency.corruption import image_seed
     from iqa_saliency.data.images import prepare_image
     from iqa_saliency.data.sources import SampleImages
     from iqa_saliency.evaluation.cell import run_evaluation
+    from iqa_saliency.evaluation.settings import Cell, EvaluationModels, Explanation, Inputs, Outputs
     from iqa_saliency.models.classifier import load_classifier
     from iqa_saliency.models.paq2piq import GlobalScore
 
@@ -291,12 +291,11 @@ def test_quality_attribution_is_captums_gradcam_of_the_images_compared(tmp_path,
         trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, inference_mode=False,
                              use_distributed_sampler=False, enable_checkpointing=False, enable_model_summary=False,
                              enable_progress_bar=False)
-        run_evaluation(
-            source=SampleImages(names), quality=(quality, _untrained_identity()),
-            classifier=load_classifier(pretrained=False), attribution_factory=lambda m: build_attribution("gradcam", m),
-            attribution_name="gradcam", trainer=trainer, run_dir=tmp_path / name, corruption="contrast", severity=sev,
-            seed=0, resize=80, crop=64, batch_size=2, num_workers=0, n_figures=0, clean_cache_dir=cache,
-            quality_attribution_factory=lambda m: build_attribution("gradcam", m), quality_saliency="gradcam")
+        models = EvaluationModels(quality, _untrained_identity(), load_classifier(pretrained=False))
+        run_evaluation(SampleImages(names), models, trainer, Cell("contrast", sev, seed=0),
+                       Inputs(resize=80, crop=64, batch_size=2, num_workers=0),
+                       Explanation("gradcam", quality_saliency="gradcam"),
+                       Outputs(tmp_path / name, figures=0, clean_cache_dir=cache))
         return pd.read_csv(tmp_path / name / "per_image.csv")
 
     run("fill", 3)  # the clean pass of both images is cached

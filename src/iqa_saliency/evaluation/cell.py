@@ -7,15 +7,12 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 
-from ..attribution.base import AttributionMethod
 from ..caches.clean import CleanCache
 from ..caches.corruption import CachedCorruption
 from ..corruption import apply_corruption, backend_version
@@ -28,10 +25,9 @@ from ..io.resume import launch_rank, start_run
 from ..io.run_writer import RunWriter
 from ..io.schema import SUMMARY
 from ..models.classifier import Classifier
-from ..models.paq2piq import PaQ2PiQ, ScoreNormalizer
-from ..models.weights import WeightsIdentity
 from .metrics import summarize_rows
-from .module import EvaluationModule, EvaluationSettings, PairData, Preview
+from .module import EvaluationModule, PairData, Preview
+from .settings import Cell, EvaluationModels, Explanation, Inference, Inputs, Outputs, Speed
 
 log = logging.getLogger(__name__)
 
@@ -95,78 +91,55 @@ def check_target(target: str, labels: list[int]) -> None:
                           "Use attribution.target=pred, or a dataset with class folders.")
 
 
-def run_evaluation(
-    *,
-    source: ImageSource,
-    quality: tuple[PaQ2PiQ, WeightsIdentity],
-    classifier: Classifier,
-    attribution_factory: Callable[[torch.nn.Module], AttributionMethod],
-    attribution_name: str,
-    trainer: pl.Trainer,
-    run_dir: str | Path,
-    corruption: str,
-    severity: int,
-    seed: int,
-    resize: int | None,
-    crop: int | None,
-    batch_size: int = 8,
-    num_workers: int = 2,
-    target: str = "pred",
-    n_figures: int = 8,
-    save_images: bool = False,
-    save_maps: bool = True,
-    config: dict[str, Any] | None = None,
-    normalizer: ScoreNormalizer | None = None,
-    clean_cache_dir: str | Path | None = None,
-    attribution_options: dict[str, Any] | None = None,
-    corruption_cache_dir: str | Path | None = None,
-    channels_last: bool = False,
-    fold_batchnorm: bool = True,
-    quality_attribution_factory: Callable[[torch.nn.Module], AttributionMethod] | None = None,
-    quality_saliency: str = "local",
-    quality_map: str = "raw",
-    resume: bool = False,
-) -> EvaluationResult:
+def _clean_cache(models: EvaluationModels, cell: Cell, inputs: Inputs, explain: Explanation, labels: list[int],
+                 folder: str | Path | None) -> CleanCache | None:
+    """The clean-pass cache, keyed by everything that changes the clean outputs."""
+    if folder is None:
+        return None
+    return CleanCache(folder, {
+        "quality": models.quality_weights.as_dict(), "classifier": models.classifier.weights.as_dict(),
+        "arch": models.classifier.arch, "attribution": explain.method, "options": explain.options,
+        "target": explain.target, "resize": inputs.resize, "crop": inputs.crop, "seed": cell.seed,
+        "labels": labels if explain.target == "label" else None,
+    })
+
+
+def run_evaluation(source: ImageSource, models: EvaluationModels, trainer: pl.Trainer, cell: Cell, inputs: Inputs,
+                   explain: Explanation, outputs: Outputs, speed: Speed | None = None, infer: Inference | None = None
+                   ) -> EvaluationResult:
     """Evaluate one (corruption, severity) cell and write the run folder (summary.json last).
 
-    resume=True finishes an interrupted run in `run_dir`: images already on disk are not computed again.
+    outputs.resume finishes an interrupted run in outputs.run_dir: images already on disk are not computed again.
+    `infer` replaces the model calls (the benchmark's host-side bound); None runs the models.
     """
     started = time.time()
     reuse_freed_heap()
-    if resume and (Path(run_dir) / SUMMARY).exists():
+    speed = speed or Speed()
+    run_dir, config = Path(outputs.run_dir), outputs.config
+    if outputs.resume and (run_dir / SUMMARY).exists():
         log.info("%s already holds a complete run; nothing to do.", run_dir)
-        return EvaluationResult(json.loads((Path(run_dir) / SUMMARY).read_text()) if launch_rank() == 0 else {})
+        return EvaluationResult(json.loads((run_dir / SUMMARY).read_text()) if launch_rank() == 0 else {})
+    classifier = models.classifier
     labels, label_source = map_labels(source, classifier)
-    check_target(target, labels)
-    quality_model, quality_weights = quality
+    check_target(explain.target, labels)
     writer = RunWriter(run_dir, background_writes=4)
-    todo = start_run(writer, len(source), resume, config)
-    settings = EvaluationSettings(corruption, severity, target, n_figures, save_images, attribution_name,
-                                  channels_last, quality_map, save_maps, fold_batchnorm)
-    clean_cache = None
-    if clean_cache_dir is not None:
-        clean_cache = CleanCache(clean_cache_dir, {
-            "quality": quality_weights.as_dict(), "classifier": classifier.weights.as_dict(),
-            "arch": classifier.arch, "attribution": attribution_name, "options": attribution_options or {},
-            "target": target, "resize": resize, "crop": crop, "seed": seed,
-            "labels": labels if target == "label" else None,
-        })
-    corrupt_fn = CachedCorruption(corruption_cache_dir) if corruption_cache_dir else apply_corruption
-    dataset = CorruptedPairs(source, corruption, severity, seed, resize=resize, crop=crop, labels=labels,
-                             corrupt_fn=corrupt_fn, cached_clean=clean_cache.read if clean_cache else None)
-    module = EvaluationModule(
-        quality_model, classifier, attribution_factory, writer, settings, normalizer, clean_cache=clean_cache,
-        quality_attribution_factory=quality_attribution_factory if quality_saliency != "local" else None,
-    )
-    data = PairData(dataset, batch_size=batch_size, num_workers=num_workers,
+    todo = start_run(writer, len(source), outputs.resume, config)
+    clean_cache = _clean_cache(models, cell, inputs, explain, labels, outputs.clean_cache_dir)
+    corrupt_fn = CachedCorruption(outputs.corruption_cache_dir) if outputs.corruption_cache_dir else apply_corruption
+    dataset = CorruptedPairs(source, cell.corruption, cell.severity, cell.seed, resize=inputs.resize,
+                             crop=inputs.crop, labels=labels, corrupt_fn=corrupt_fn,
+                             cached_clean=clean_cache.read if clean_cache else None)
+    module = EvaluationModule(models, explain, cell, inputs, outputs, speed, writer, clean_cache=clean_cache,
+                              infer=infer)
+    data = PairData(dataset, batch_size=inputs.batch_size, num_workers=inputs.num_workers,
                     pin_memory=trainer.accelerator.__class__.__name__ != "CPUAccelerator", indices=todo)
-    pl.seed_everything(seed, workers=True, verbose=False)
+    pl.seed_everything(cell.seed, workers=True, verbose=False)
     try:
         if todo:
             trainer.test(module, datamodule=data, verbose=False)
         writer.wait()
         trainer.strategy.barrier()
-    except BaseException as exc:  # Ctrl-C, SIGTERM (see evaluate.py) or an error: keep what was computed
+    except BaseException as exc:  # Ctrl-C, SIGTERM (see cli.evaluate) or an error: keep what was computed
         with contextlib.suppress(Exception):
             writer.wait()  # maps already queued are finished; a row without its maps is redone on resume
         if launch_rank() == 0:
@@ -188,14 +161,15 @@ def run_evaluation(
             f"No image of the {len(dataset)} in the dataset could be used (see {run_dir}/skipped.csv). "
             "Check the dataset's files."
         )
+    quality_weights = models.quality_weights
     summary: dict[str, Any] = {
-        "corruption": corruption,
-        "severity": severity,
-        "seed": seed,
-        "attribution": attribution_name,
-        "attribution_target": target,
-        "quality_saliency": quality_saliency,
-        "quality_map": quality_map,
+        "corruption": cell.corruption,
+        "severity": cell.severity,
+        "seed": cell.seed,
+        "attribution": explain.method,
+        "attribution_target": explain.target,
+        "quality_saliency": explain.quality_saliency,
+        "quality_map": explain.quality_map,
         "n_images": len(rows),
         "n_skipped": len(skipped),
         "label_source": label_source,
@@ -209,7 +183,7 @@ def run_evaluation(
         },
         "classifier": {"arch": classifier.arch, "num_classes": classifier.num_classes},
         "corruption_backend": backend_version(),
-        "score_normalizer": asdict(normalizer or ScoreNormalizer()),
+        "score_normalizer": asdict(models.normalizer),
         "clean_cache": clean_cache.stats() if clean_cache else None,
         "world_size": world,
         "resumed": len(todo) < len(dataset),

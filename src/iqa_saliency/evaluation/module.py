@@ -14,18 +14,17 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..attribution.base import AttributionMethod
 from ..caches.clean import CLEAN_FIELDS, CleanCache
 from ..corruption import is_clean
 from ..data.loading import ShardSampler
 from ..data.pairs import collate_pairs
 from ..heap import release_free_heap
 from ..io.run_writer import RunWriter
-from ..models.classifier import Classifier
 from ..models.folding import explains_folded_output, fold_batchnorm
-from ..models.paq2piq import GlobalScore, PaQ2PiQ, ScoreNormalizer
+from ..models.paq2piq import GlobalScore, ScoreNormalizer
 from ..report.figures import overlay, save_comparison_figure
 from .metrics import RunMetrics
+from .settings import Cell, EvaluationModels, Explanation, Inference, Inputs, Outputs, Speed
 from .similarity import compare_maps, pearson_cc, pool_to_grid, select_quality_map
 
 # per-image columns filled only when the quality model is explained too (quality.saliency != local)
@@ -67,22 +66,6 @@ class Preview:
     attribution_overlay: np.ndarray
 
 
-@dataclass
-class EvaluationSettings:
-    """Per-run choices the evaluation step needs."""
-
-    corruption: str
-    severity: int
-    target: str = "pred"  # "pred" or "label"
-    n_figures: int = 8
-    save_images: bool = False
-    method_title: str = "gradcam"
-    channels_last: bool = False  # NHWC memory format for both models (faster with cuDNN, esp. bf16)
-    quality_map: str = "raw"  # similarity.quality_map: raw | inverted | drop
-    save_maps: bool = True  # False: per_image.csv only, no maps/*.npz (a large grid's maps fill disks)
-    fold_batchnorm: bool = True  # both models run with BatchNorm folded into their convolutions (same function)
-
-
 # Trimming has a price (freed pages fault in again when reused), so it is done every so many batches.
 TRIM_EVERY_BATCHES = 32
 
@@ -109,37 +92,32 @@ def safe_name(image_id: str) -> str:
 class EvaluationModule(pl.LightningModule):
     """Runs quality model, classifier and attribution on clean + corrupted images in one pass."""
 
-    def __init__(
-        self,
-        quality: PaQ2PiQ,
-        classifier: Classifier,
-        attribution_factory: Callable[[torch.nn.Module], AttributionMethod],
-        writer: RunWriter,
-        settings: EvaluationSettings,
-        normalizer: ScoreNormalizer | None = None,
-        clean_cache: CleanCache | None = None,
-        quality_attribution_factory: Callable[[torch.nn.Module], AttributionMethod] | None = None,
-    ) -> None:
+    def __init__(self, models: EvaluationModels, explain: Explanation, cell: Cell, inputs: Inputs, outputs: Outputs,
+                 speed: Speed, writer: RunWriter, clean_cache: CleanCache | None = None,
+                 infer: Inference | None = None) -> None:
         super().__init__()
-        self.classifier_info = classifier
-        self.classifier, self.attribution = _with_explainer(classifier.model, attribution_factory,
-                                                            settings.fold_batchnorm)
+        self.classifier_info = models.classifier
+        self.classifier, self.attribution = _with_explainer(models.classifier.model, explain.classifier_factory(),
+                                                            speed.fold_batchnorm)
         # explains the global score (B, 1), target 0; shares the quality model's modules, so it moves with them
-        quality_factory = ((lambda model: quality_attribution_factory(GlobalScore(model)))
-                           if quality_attribution_factory is not None else (lambda model: None))
-        self.quality, self.quality_attribution = _with_explainer(quality, quality_factory, settings.fold_batchnorm)
+        quality_attribution = explain.quality_factory()
+        quality_factory = ((lambda model: quality_attribution(GlobalScore(model)))
+                           if quality_attribution is not None else (lambda model: None))
+        self.quality, self.quality_attribution = _with_explainer(models.quality, quality_factory,
+                                                                 speed.fold_batchnorm)
         self.writer = writer
-        self.settings = settings
-        self.normalizer = normalizer or ScoreNormalizer()
+        self.explain, self.cell, self.inputs, self.outputs, self.speed = explain, cell, inputs, outputs, speed
+        self.normalizer = models.normalizer
         self.metrics = RunMetrics(QATTR_MEAN_COLUMNS)
         self.clean_cache = clean_cache
+        self.infer = infer or self._infer
         self.summary: dict[str, float] | None = None
         self.previews: list[Preview] = []
         self.model_seconds = 0.0  # wall time inside the model calls (this process): the rest is host-side work
 
     def on_test_start(self) -> None:
         self.writer.rank = self.global_rank
-        if self.settings.channels_last:
+        if self.speed.channels_last:
             self.quality.to(memory_format=torch.channels_last)
             self.classifier.to(memory_format=torch.channels_last)
 
@@ -163,30 +141,23 @@ class EvaluationModule(pl.LightningModule):
         if self.device.type == "cuda" and not stacked.is_pinned():
             stacked = stacked.pin_memory()
         stacked = stacked.to(self.device, non_blocking=True)
-        fmt = torch.channels_last if self.settings.channels_last else torch.contiguous_format
+        fmt = torch.channels_last if self.speed.channels_last else torch.contiguous_format
         return stacked.float().div_(255.0).contiguous(memory_format=fmt)
 
     def _infer(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Quality scores and maps, class probabilities and attribution maps for a batch of [0,1] images."""
         with torch.no_grad():
             q_global, q_local = self.quality.split(self.quality(x).float())
-        by_label = self.settings.target == "label"
-        if hasattr(self.attribution, "predict_and_attribute"):  # layer methods: prediction and map in one pass
-            logits, attr = self.attribution.predict_and_attribute(x, labels if by_label else None)
-            probs = logits.float().softmax(dim=1)
-        else:
-            with torch.no_grad():
-                probs = self.classifier(x).float().softmax(dim=1)
-            target = labels if by_label else probs.argmax(dim=1)
-            with torch.enable_grad():
-                attr = self.attribution.attribute(x.detach().requires_grad_(True), target=target)
+        by_label = self.explain.target == "label"
+        # the prediction comes from the (possibly folded) classifier; layer methods take it from their own pass
+        logits, attr = self.attribution.predict_and_attribute(x, labels if by_label else None, forward=self.classifier)
+        probs = logits.float().softmax(dim=1)
         return {"q_global": q_global, "q_local": q_local, "probs": probs, "attribution": attr.float().detach()}
 
     def _evaluate(self, group: dict[str, Any]) -> None:
-        s = self.settings
         items = group["items"]
         n = len(items)
-        clean_only = is_clean(s.corruption, s.severity)
+        clean_only = is_clean(self.cell.corruption, self.cell.severity)
         labels = torch.tensor([it["label"] for it in items], device=self.device)
         # Clean outputs come from the sweep's cache where present; the rest of the clean images and all
         # corrupted ones go through the models together, in one pass.
@@ -203,7 +174,7 @@ class EvaluationModule(pl.LightningModule):
             inputs.append(self._to_float(group["corrupted"]))
             input_labels.append(labels)
         with self._model_clock():
-            out = self._infer(torch.cat(inputs), torch.cat(input_labels)) if inputs else {}
+            out = self.infer(torch.cat(inputs), torch.cat(input_labels)) if inputs else {}
         clean = self._assemble_clean(items, group["clean"], cached, miss, out)
         corr = clean if clean_only else {k: v[len(miss):] for k, v in out.items()}
 
@@ -217,7 +188,7 @@ class EvaluationModule(pl.LightningModule):
             xq = inputs[-1] if inputs and (not clean_only or len(miss) == n) else self._to_float(group["clean"])
             with torch.enable_grad(), self._model_clock():
                 qattr = self.quality_attribution.attribute(xq.requires_grad_(True), target=0).float().detach()
-        compared = select_quality_map(s.quality_map, qmap, clean["q_local"])
+        compared = select_quality_map(self.explain.quality_map, qmap, clean["q_local"])
         sims = compare_maps(compared, attr_corr)
         nan = torch.full((n,), math.nan, device=self.device, dtype=torch.float64)
         like_with_like = {"sim_cc_local": nan, "sim_cc_qattr": nan}
@@ -277,8 +248,8 @@ class EvaluationModule(pl.LightningModule):
         return merged
 
     def _write(self, items, corrupted, values, pred, clean_pred, qmap, attr, extra_maps) -> None:  # noqa: ANN001
-        s = self.settings
         names = self.classifier_info.class_names
+        save_maps = self.outputs.save_maps
         cpu = {k: v.cpu().numpy() for k, v in values.items()}
         pred, clean_pred = pred.cpu().numpy(), clean_pred.cpu().numpy()
         qmap_np, attr_np = qmap.cpu().numpy(), attr.cpu().numpy()
@@ -286,8 +257,8 @@ class EvaluationModule(pl.LightningModule):
         rows = []
         for i, it in enumerate(items):
             stem = f"{it['index']:06d}_{safe_name(it['image_id'])}"
-            maps_rel = f"maps/{stem}.npz" if s.save_maps else ""
-            if s.save_maps:
+            maps_rel = f"maps/{stem}.npz" if save_maps else ""
+            if save_maps:
                 self.writer.save_maps(maps_rel, quality_map=qmap_np[i], attribution=attr_np[i],
                                       **{k: v[i] for k, v in extra_np.items()})
             label = int(it["label"])
@@ -296,7 +267,7 @@ class EvaluationModule(pl.LightningModule):
                 "index": it["index"], "image": it["image_id"],
                 "label": label if label >= 0 else None,
                 "label_name": names[label] if 0 <= label < len(names) else None,
-                "corruption": s.corruption, "severity": s.severity,
+                "corruption": self.cell.corruption, "severity": self.cell.severity,
                 **{k: float(v[i]) for k, v in cpu.items()},
                 "quality_category": ScoreNormalizer.category(norm),
                 "pred": int(pred[i]), "pred_name": names[int(pred[i])],
@@ -305,20 +276,20 @@ class EvaluationModule(pl.LightningModule):
             }
             rows.append(row)
             corrupted_u8 = corrupted[i].permute(1, 2, 0).numpy()
-            if s.save_images:
+            if self.inputs.save_images:
                 self.writer.save_png(f"images/{stem}.png", corrupted_u8)
-            if it["index"] < s.n_figures:
+            if it["index"] < self.outputs.figures:
                 self._figure(stem, corrupted_u8, qmap_np[i], attr_np[i], row)
         self.writer.append_rows(rows)
 
     def _figure(self, stem: str, image: np.ndarray, qmap: np.ndarray, attr: np.ndarray, row: dict) -> None:
-        s = self.settings
-        cell = "clean" if is_clean(s.corruption, s.severity) else f"{s.corruption} s{s.severity}"
-        cc = "CC" if s.quality_map == "raw" else f"CC ({s.quality_map})"
+        c, quality_map = self.cell, self.explain.quality_map
+        cell = "clean" if is_clean(c.corruption, c.severity) else f"{c.corruption} s{c.severity}"
+        cc = "CC" if quality_map == "raw" else f"CC ({quality_map})"
         titles = (
             f"{row['image']} · {cell}",
             f"MOS {row['mos']:.1f} ({row['quality_category']}) · clean {row['mos_clean']:.1f}",
-            f"{s.method_title}: {row['pred_name']} {row['pred_prob']:.2f} · {cc} {row['sim_cc']:.2f}",
+            f"{self.explain.method}: {row['pred_name']} {row['pred_prob']:.2f} · {cc} {row['sim_cc']:.2f}",
         )
         save_comparison_figure(self.writer.run_dir / "figures" / f"{stem}.png", image, qmap, attr, titles)
         self.previews.append(Preview(row, image, overlay(image, qmap, cmap="RdYlGn", alpha=0.55),

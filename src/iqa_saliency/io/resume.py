@@ -16,7 +16,8 @@ from .schema import INCOMPLETE, PER_IMAGE, SKIPPED, SUMMARY
 log = logging.getLogger(__name__)
 
 # Config keys that may change between an interrupted run and its resumption (they do not change results).
-RESUME_FREE_KEYS = ("resume", "trainer", "logger", "allow_untrained_fallback", "clean_cache", "corruption_cache")
+RESUME_FREE_KEYS = ("resume", "trainer", "logger", "allow_untrained_fallback", "clean_cache", "corruption_cache",
+                    "paths")
 
 
 def launch_rank() -> int:

@@ -1,0 +1,202 @@
+"""`iqa-evaluate` / `python evaluate.py`: compose the configuration, check it, build the pieces, run one cell."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ..attribution.registry import check_attribution, method_defaults
+from ..corruption import check_corruption
+from ..data.loading import resolve_num_workers
+from ..data.selection import Selection, select_images
+from ..errors import WeightsUnavailableError, exit_on_user_error, find_user_error
+from ..evaluation.cell import run_evaluation
+from ..evaluation.settings import Cell, EvaluationModels, Explanation, Inputs, Outputs, Speed
+from ..evaluation.similarity import check_quality_map
+from ..io.atomic import check_writable
+from ..io.resume import check_run_folder, is_complete, launch_rank, read_summary
+from ..models.classifier import read_checkpoint_meta
+from ..report.loggers import finish_logger, log_preview_table
+from . import CONFIG_PATH
+
+log = logging.getLogger("evaluate")
+
+
+def _options(node: Any) -> dict[str, Any]:
+    """A config node of method options as a plain dict (an absent or empty node gives {})."""
+    return dict(OmegaConf.to_container(node, resolve=True)) if node else {}
+
+
+def explanation(cfg: DictConfig) -> Explanation:
+    """The attribution settings, checked against the methods' constructors before any model loads."""
+    options = _options(cfg.attribution.get("options"))
+    check_attribution(cfg.attribution.name, options)
+    sim = cfg.similarity
+    quality_saliency = sim.quality_saliency
+    quality_options = _options(sim.get("quality_saliency_options"))
+    if quality_saliency != "local":
+        check_attribution(quality_saliency, quality_options, key="similarity.quality_saliency_options")
+        if "seed" in method_defaults(quality_saliency):
+            quality_options.setdefault("seed", cfg.seed)
+    check_quality_map(sim.quality_map)
+    return Explanation(method=cfg.attribution.name, options=options, target=cfg.attribution.target,
+                       quality_saliency=quality_saliency, quality_options=quality_options,
+                       quality_map=sim.quality_map)
+
+
+def settings(cfg: DictConfig, run_dir: str, clean_cache_dir: str | None, processes: int
+             ) -> tuple[Cell, Inputs, Outputs, Speed]:
+    """The cell, input, output and speed settings of one run, from the configuration."""
+    data = cfg.dataset
+    cell = Cell(cfg.corruption, cfg.severity, cfg.seed)
+    inputs = Inputs(resize=data.resize, crop=data.crop, corrupt_at=data.get("corrupt_at", "crop"),
+                    batch_size=data.batch_size, num_workers=resolve_num_workers(data.num_workers, processes),
+                    save_images=data.save_images)
+    outputs = Outputs(run_dir=run_dir, figures=cfg.figures, save_maps=cfg.save_maps, resume=cfg.resume,
+                      clean_cache_dir=clean_cache_dir, corruption_cache_dir=cfg.corruption_cache,
+                      config=OmegaConf.to_container(cfg, resolve=True))
+    return cell, inputs, outputs, Speed(channels_last=cfg.channels_last, fold_batchnorm=cfg.fold_batchnorm)
+
+
+def load_models(cfg: DictConfig, selection: Selection) -> EvaluationModels:
+    """PaQ-2-PiQ and the classifier; offline with allow_untrained_fallback, untrained ones behind a banner."""
+    from ..data.quality_filter import scorer_id
+
+    try:
+        quality, quality_weights = instantiate(cfg.quality)
+        classifier = instantiate(cfg.classifier)
+    except Exception as exc:  # Hydra wraps errors raised while instantiating
+        if not (cfg.allow_untrained_fallback and isinstance(find_user_error(exc), WeightsUnavailableError)):
+            raise
+        exc = find_user_error(exc)
+        banner = "=" * 78
+        log.warning("\n%s\nOFFLINE: %s\nRunning with UNTRAINED weights instead; every output is marked "
+                    "'untrained'.\n%s", banner, exc, banner)
+        quality, quality_weights = instantiate(cfg.quality, pretrained=False)
+        classifier = instantiate(cfg.classifier, pretrained=False, checkpoint=None)
+        selection.quality_scorer = scorer_id(None, False, cfg.dataset.resize, cfg.dataset.crop)
+    return EvaluationModels(quality=quality, quality_weights=quality_weights, classifier=classifier)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Compose the configured pieces and run one cell; user errors surface before heavy work."""
+    check_corruption(cfg.corruption, cfg.severity)
+    explain = explanation(cfg)
+    hydra_cfg = HydraConfig.get()
+    run_dir = hydra_cfg.runtime.output_dir
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if launch_rank() == 0:  # processes a DDP launcher started share rank 0's folder
+        # no overwriting; resume only with the same config
+        check_run_folder(run_dir, cfg.resume, OmegaConf.to_container(cfg, resolve=True))
+    if cfg.resume and is_complete(run_dir):
+        log.info("%s is complete (summary.json present); resume=true skips it.", run_dir)
+        return read_summary(run_dir)
+    check_writable(run_dir)
+    resolve_num_workers(cfg.dataset.num_workers)  # a bad value stops here, before any model is loaded
+    source = instantiate(cfg.dataset.source)
+    selection = Selection.from_options(OmegaConf.to_container(cfg.dataset, resolve=True), cfg.seed,
+                                       cfg.quality.checkpoint, cfg.quality.pretrained)
+    if selection.split != "all":
+        selection.check_against(read_checkpoint_meta(cfg.classifier.checkpoint), cfg.classifier.checkpoint)
+    models = load_models(cfg, selection)
+    source = select_images(source, selection, quality=lambda: (models.quality, models.quality_weights),
+                           report_dir=run_dir, resize=cfg.dataset.resize, crop=cfg.dataset.crop)
+    logger = None
+    if cfg.logger and "_target_" in cfg.logger:
+        group = {"group": Path(hydra_cfg.sweep.dir).name} if multirun and "group" in cfg.logger else {}
+        logger = instantiate(cfg.logger, **{k: v for k, v in group.items() if not cfg.logger.get(k)})
+    clean_cache_dir = cfg.clean_cache
+    if clean_cache_dir == "auto":  # a sweep shares one clean pass between its cells
+        clean_cache_dir = str(Path(hydra_cfg.sweep.dir) / ".clean_cache") if multirun else None
+    trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False)
+    cell, inputs, outputs, speed = settings(cfg, run_dir, clean_cache_dir, trainer.num_devices)
+    try:
+        result = run_evaluation(source, models, trainer, cell, inputs, explain, outputs, speed)
+        if result.summary:
+            log_preview_table(logger, result.previews)
+            log.info("Wrote %s (%d images, %d skipped)", run_dir, result.summary["n_images"],
+                     result.summary["n_skipped"])
+    finally:
+        finish_logger(logger)
+    return result.summary
+
+
+def randomization_check(cfg: DictConfig) -> dict[str, Any]:
+    """evaluate.py +check=randomization: the model-randomisation sanity check on the dataset's images."""
+    from ..evaluation.sanity import load_images, run_randomization, write_table
+    from ..io.provenance import provenance
+    from ..io.run_writer import RunWriter
+    from ..report.figures import randomization_figure
+
+    check = cfg.check
+    names = list(check.methods or [cfg.attribution.name])
+    methods = {}
+    for name in names:
+        options = _options(cfg.attribution.get("options")) if name == cfg.attribution.name else {}
+        check_attribution(name, options)
+        if "seed" in method_defaults(name):
+            options.setdefault("seed", cfg.seed)
+        methods[name] = options
+    run_dir = HydraConfig.get().runtime.output_dir
+    check_writable(run_dir)
+    images = load_images(instantiate(cfg.dataset.source), check.max_images, cfg.dataset.resize, cfg.dataset.crop)
+    classifier = instantiate(cfg.classifier)
+    result = run_randomization(classifier.model, images, methods, layers=check.layers, seed=cfg.seed,
+                               flag_spearman=check.flag_spearman, batch_size=cfg.dataset.batch_size)
+    write_table(f"{run_dir}/randomization.csv", result.rows)
+    randomization_figure(f"{run_dir}/randomization.png", result, check.flag_spearman)
+    for name in result.flagged:
+        log.warning("%s: maps barely change when the whole classifier is randomised (Spearman |map| >= %s); "
+                    "they do not reflect what the model learned.", name, check.flag_spearman)
+    summary = {"check": "randomization", "methods": methods, "layers": result.layers, "flagged": result.flagged,
+               "flag_spearman": check.flag_spearman, "seed": cfg.seed, "n_images": len(images),
+               "weights": classifier.weights.as_dict(), "table": result.rows, "provenance": provenance(),
+               "config": OmegaConf.to_container(cfg, resolve=True)}
+    RunWriter(run_dir).write_summary(summary)
+    log.info("Wrote %s (flagged: %s)", run_dir, ", ".join(result.flagged) or "none")
+    return summary
+
+
+def check_output_dir(argv: list[str]) -> None:
+    """Hydra creates the run folder before the job starts: check a user-given one first, for a one-line error."""
+    key = "hydra.sweep.dir=" if ("-m" in argv or "--multirun" in argv) else "hydra.run.dir="
+    given = [arg[len(key):].strip("'\"") for arg in argv if arg.startswith(key)]
+    if given and "${" not in given[-1]:
+        with exit_on_user_error():
+            check_writable(given[-1])
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")
+def main(cfg: DictConfig) -> dict[str, Any] | None:
+    """The Hydra job: one cell, or the randomisation check with +check=randomization."""
+    # SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: rows on disk stay, the folder is marked INCOMPLETE.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with exit_on_user_error():
+            if cfg.get("check") is not None:
+                return randomization_check(cfg)
+            return evaluate(cfg)
+    except KeyboardInterrupt:
+        run_dir = HydraConfig.get().runtime.output_dir
+        print(f"interrupted: partial results in {run_dir}; finish with resume=true hydra.run.dir={run_dir}",
+              file=sys.stderr)
+        sys.exit(130)
+
+
+def run() -> None:
+    """Console entry point: check a given output folder, then hand the command line to Hydra."""
+    check_output_dir(sys.argv[1:])
+    main()

@@ -1,0 +1,147 @@
+"""`iqa-train` / `python train.py`: fine-tune a classifier (dataset=folder dataset.root=PATH, optional filter)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+
+from ..errors import exit_on_user_error
+from . import CONFIG_PATH
+
+log = logging.getLogger("train")
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Check the configuration, select the images, fine-tune, and write <run>/train_summary.json."""
+    from hydra.utils import instantiate
+
+    from iqa_saliency.data.loading import resolve_num_workers
+    from iqa_saliency.data.selection import Selection, select_images
+    from iqa_saliency.data.splits import split_source, write_split_csv
+    from iqa_saliency.errors import ConfigError, DatasetError
+    from iqa_saliency.heap import reuse_freed_heap
+    from iqa_saliency.io.atomic import atomic_write_text, check_writable
+    from iqa_saliency.io.provenance import provenance
+    from iqa_saliency.models.classifier import read_checkpoint_meta
+    from iqa_saliency.report.loggers import finish_logger
+    from iqa_saliency.training.module import (
+        AtomicCheckpointIO,
+        ClassificationData,
+        ClassifierModule,
+        OptimSettings,
+        build_network_for,
+    )
+
+    run_dir = HydraConfig.get().runtime.output_dir
+    check_writable(run_dir)
+    resume_meta = read_checkpoint_meta(cfg.ckpt_path, "ckpt_path") if cfg.ckpt_path else None
+    optim = OptimSettings(
+        optimizer=cfg.optimizer.name, lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum,
+        nesterov=cfg.optimizer.nesterov, weight_decay=cfg.optimizer.weight_decay, scheduler=cfg.scheduler.name,
+        warmup_epochs=cfg.scheduler.warmup_epochs, step_size=cfg.scheduler.step_size, gamma=cfg.scheduler.gamma,
+        label_smoothing=cfg.label_smoothing,
+    )
+    if cfg.dataset.crop is None:
+        raise ConfigError("Training needs a fixed input size. Set dataset.crop=224 (or another size).")
+    selection = Selection.from_options(OmegaConf.to_container(cfg.dataset, resolve=True), cfg.seed,
+                                       cfg.quality.checkpoint, cfg.quality.pretrained, split="all")
+    source = instantiate(cfg.dataset.source)
+    if not source.class_names:
+        raise DatasetError(f"Training needs labelled images, and '{cfg.dataset.root}' has no class folders. "
+                           "Point dataset.root at a folder with one subfolder per class.")
+    # Weights first: a missing download should fail before the images are scored.
+    network, start_weights = build_network_for(cfg.classifier.arch, len(source.class_names), cfg.pretrained,
+                                               cfg.classifier.weights, seed=cfg.seed,
+                                               checkpoint=cfg.classifier.checkpoint)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    filtered = select_images(source, selection, quality=lambda: instantiate(cfg.quality), report_dir=run_dir,
+                             resize=cfg.dataset.resize, crop=cfg.dataset.crop)
+    if resume_meta:  # resuming on other images or classes would silently change what the run means
+        replace(selection, split="train").check_against(resume_meta, cfg.ckpt_path)
+        if list(resume_meta.get("class_names") or []) != list(filtered.class_names):
+            raise DatasetError(f"'{cfg.ckpt_path}' was trained on other classes than '{cfg.dataset.root}' has. "
+                               "Resume on the dataset the checkpoint was trained on.")
+    train_source = split_source(filtered, "train", selection.val_fraction, selection.split_seed)
+    val_source = split_source(filtered, "val", selection.val_fraction, selection.split_seed)
+    write_split_csv(f"{run_dir}/split.csv", {"train": train_source, "val": val_source})
+    log.info("%d classes; %d train and %d val images", len(filtered.class_names or []), len(train_source),
+             len(val_source))
+    data = ClassificationData(train_source, val_source, crop=cfg.dataset.crop, resize=cfg.dataset.resize,
+                              batch_size=cfg.dataset.batch_size, num_workers=0)
+    meta = {
+        "selection": selection.meta(),
+        "image_size": {"resize": cfg.dataset.resize, "crop": cfg.dataset.crop},
+        "initial_weights": start_weights.as_dict() if start_weights else {"name": "untrained"},
+        "seed": int(cfg.seed),
+    }
+    module = ClassifierModule(network, list(filtered.class_names), cfg.classifier.arch, optim, meta)
+
+    checkpoints = f"{run_dir}/checkpoints"
+    callbacks: list[Any] = [
+        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val/loss", mode="min", save_top_k=1,
+                        save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
+    ]
+    if cfg.early_stopping.patience is not None:
+        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=int(cfg.early_stopping.patience)))
+    logger = _logger(cfg)
+    if logger is not None:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    trainer = instantiate(
+        cfg.trainer, max_epochs=cfg.epochs, logger=logger if logger is not None else False, callbacks=callbacks,
+        enable_checkpointing=True, use_distributed_sampler=False, inference_mode=True,
+        num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()],
+    )
+    data.num_workers = resolve_num_workers(cfg.dataset.num_workers, trainer.num_devices)  # per process
+    reuse_freed_heap()
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path or None)
+    finally:
+        finish_logger(logger)
+    if not trainer.is_global_zero:
+        return {}
+    best = callbacks[0]
+    summary = {
+        "best_checkpoint": best.best_model_path,
+        "best_val_loss": float(best.best_model_score) if best.best_model_score is not None else None,
+        "last_checkpoint": f"{checkpoints}/last.ckpt",
+        "epochs_completed": int(trainer.current_epoch),
+        "n_train": len(train_source), "n_val": len(val_source), "class_names": list(filtered.class_names),
+        "final_metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1},
+        "meta": meta,
+        "provenance": provenance(),
+        "config": OmegaConf.to_container(cfg, resolve=False),
+    }
+    atomic_write_text(f"{run_dir}/train_summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    log.info("Best checkpoint %s (val loss %s)", summary["best_checkpoint"], summary["best_val_loss"])
+    return summary
+
+
+def _logger(cfg: DictConfig) -> Any:
+    """The configured experiment logger, named for a training run (the logger configs name evaluation cells)."""
+    if not cfg.logger or "_target_" not in cfg.logger:
+        return None
+    if cfg.logger._target_.endswith("WandbLogger"):
+        return instantiate(cfg.logger, name=f"train-{cfg.classifier.arch}", job_type="train",
+                           tags=["train", cfg.classifier.arch], group=None)
+    return instantiate(cfg.logger)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+def main(cfg: DictConfig) -> dict[str, Any] | None:
+    """The Hydra job: one training run."""
+    with exit_on_user_error():
+        return train(cfg)
+
+
+def run() -> None:
+    """Console entry point: hand the command line to Hydra."""
+    main()

@@ -1,0 +1,100 @@
+"""Parameter objects of one evaluation: what is evaluated, on which inputs, how it is explained, what is written.
+
+Built once from the configuration (iqa_saliency.cli.evaluate) or by hand (the Python API, the benchmark), then
+handed to `run_evaluation` and the Lightning module unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..attribution.base import AttributionMethod
+from ..attribution.registry import build_attribution
+from ..models.classifier import Classifier
+from ..models.paq2piq import PaQ2PiQ, ScoreNormalizer
+from ..models.weights import WeightsIdentity
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the grid: a corruption at a severity (0 = clean), seeded per image from `seed`."""
+
+    corruption: str
+    severity: int
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """How images become model inputs: resize the shorter side, centre-crop, when to corrupt, batching."""
+
+    resize: int | None = 256
+    crop: int | None = 224
+    corrupt_at: str = "crop"  # crop: resize, crop, corrupt (ImageNet-C); full_size: corrupt, then crop (the study)
+    batch_size: int = 8
+    num_workers: int = 2
+    save_images: bool = False  # also write every corrupted input as a lossless PNG
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Which attribution explains the classifier (and optionally the quality model), and what is compared."""
+
+    method: str = "gradcam"
+    options: dict[str, Any] = field(default_factory=dict)
+    target: str = "pred"  # pred: the predicted class; label: the true class
+    quality_saliency: str = "local"  # local: PaQ-2-PiQ's 20x20 local scores; or a method explaining the global score
+    quality_options: dict[str, Any] = field(default_factory=dict)
+    quality_map: str = "raw"  # raw | inverted | drop (see evaluation.similarity.select_quality_map)
+
+    def classifier_factory(self) -> Callable[[torch.nn.Module], AttributionMethod]:
+        """Builds the classifier's attribution method for a model."""
+        return partial(build_attribution, self.method, **self.options)
+
+    def quality_factory(self) -> Callable[[torch.nn.Module], AttributionMethod] | None:
+        """Builds the method explaining the quality model's global score, or None for the local scores."""
+        if self.quality_saliency == "local":
+            return None
+        return partial(build_attribution, self.quality_saliency, **self.quality_options)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What the run writes and reuses: the run folder, figures, images, maps, resume and caches."""
+
+    run_dir: str | Path
+    figures: int = 8  # three-panel figures for the first N images
+    save_maps: bool = True  # False: per_image.csv only, no maps/*.npz
+    resume: bool = False  # finish an interrupted run in run_dir
+    clean_cache_dir: str | Path | None = None
+    corruption_cache_dir: str | Path | None = None
+    config: dict[str, Any] | None = None  # the resolved configuration, recorded and compared on resume
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Speed options that keep the numbers (within floating-point tolerance)."""
+
+    channels_last: bool = False  # NHWC memory format for both models
+    fold_batchnorm: bool = True  # BatchNorm folded into the convolutions at load
+
+
+@dataclass(frozen=True)
+class EvaluationModels:
+    """The loaded models: PaQ-2-PiQ with its weights' identity and score normalisation, and the classifier."""
+
+    quality: PaQ2PiQ
+    quality_weights: WeightsIdentity
+    classifier: Classifier
+    normalizer: ScoreNormalizer = field(default_factory=ScoreNormalizer)
+
+
+# The models' outputs for a batch of [0, 1] images: q_global (B,), q_local (B, 20, 20), probs (B, classes),
+# attribution (B, H, W). The benchmark injects a stand-in to measure the host side alone.
+Inference = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
