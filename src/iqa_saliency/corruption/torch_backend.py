@@ -75,6 +75,9 @@ def _saturate(x, severity, seeds, dtype):
     return rgb.clamp(0, 1) * 255
 
 
+# CUDA batches: encode and decode with nvJPEG (True) or with libjpeg on the host (False; PIL's bytes exactly).
+JPEG_ON_GPU = True
+
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
@@ -96,11 +99,13 @@ def _jpeg_compression(x, severity, seeds, dtype):
 
     c = [25, 18, 15, 10, 7][severity - 1]
     images = list(x.contiguous().unbind(0))
-    if x.is_cuda:
+    if x.is_cuda and JPEG_ON_GPU:
         try:
-            return torch.stack(decode_jpeg(encode_jpeg(images, quality=c), device=x.device))
+            encoded = [d.cpu() for d in encode_jpeg(images, quality=c)]  # decode_jpeg reads bytes from the host
+            return torch.stack(decode_jpeg(encoded, device=x.device))
         except (RuntimeError, NotImplementedError):  # no nvJPEG in this build: libjpeg on the host
-            images = [im.cpu() for im in images]
+            pass
+    images = [im.cpu() for im in images]
 
     def one(im):
         return decode_jpeg(encode_jpeg(im, quality=c))
@@ -260,6 +265,8 @@ _DTYPE: dict[str, torch.dtype] = {
     "fog": torch.float64,
 }
 
+CPU_CHUNK_PIXELS = 4 * 224 * 224  # images per CPU step: about four 224 px images
+
 STUDY_CORRUPTIONS = ("brightness", "contrast", "saturate", "jpeg_compression", "defocus_blur", "motion_blur",
                      "zoom_blur")
 TORCH_CORRUPTIONS: frozenset[str] = frozenset(_TORCH)
@@ -301,9 +308,15 @@ def corrupt_batch(images: Images, name: str, severity: int, seeds: Sequence[int]
     if images.shape[0] == 0:
         return images
     if name in _TORCH:
-        out = _TORCH[name](x, severity, seeds, dtype or _DTYPE.get(name, torch.float32))
-        if out.dtype != torch.uint8:
-            out = _to_uint8(out)
+        fn, dt = _TORCH[name], dtype or _DTYPE.get(name, torch.float32)
+        # On the CPU a few images at a time keep the float temporaries in cache (a 32-image float64 batch is
+        # ~40 MB per temporary, each one freshly page-faulted); a GPU takes the whole batch at once.
+        step = x.shape[0] if x.device.type != "cpu" else max(1, CPU_CHUNK_PIXELS // (h * w))
+        parts = []
+        for i in range(0, x.shape[0], step):
+            part = fn(x[i: i + step], severity, seeds[i: i + step], dt)
+            parts.append(part if part.dtype == torch.uint8 else _to_uint8(part))
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)
     else:
         host = x.permute(0, 2, 3, 1).cpu().numpy()
         done = [apply_corruption(np.ascontiguousarray(im), name, severity, seed)
