@@ -38,9 +38,13 @@ SWEEP = [
 ]
 
 
+# One thread in the jobs (sbatch passes the environment on) and in the local comparison run: float sums, hence
+# the last digits of the results, depend on the thread count.
+ENV = {"WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
 def run_evaluate(*overrides: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, **(env or {}), "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1",
-                "PYTHONUNBUFFERED": "1"}
+    full_env = {**os.environ, **(env or {}), **ENV}
     return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *overrides], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -109,21 +113,32 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def assert_same_rows(a: Path, b: Path, rel: float = 1e-5) -> None:
-    """per_image.csv equality: the same rows and text, floats equal to `rel` (thread counts may differ)."""
-    rows_a, rows_b = read_rows(a), read_rows(b)
-    assert len(rows_a) == len(rows_b), (a, b)
+def assert_same_results(a: Path, b: Path) -> None:
+    """Two runs of one cell (folders a, b) with the same configuration, seed and thread count give the same
+    per_image.csv: byte for byte when both computed their clean passes alike (both from the clean cache, or
+    both not); otherwise float values may differ in the last digits (the models then see batches of another
+    composition, and float sums depend on it) and Spearman over near-tied blocks a little more."""
+    hits = [json.loads((x / "summary.json").read_text())["clean_cache"]["hits"] for x in (a, b)]
+    if hits[0] == hits[1]:
+        assert (a / "per_image.csv").read_bytes() == (b / "per_image.csv").read_bytes(), (a, b)
+        return
+    rows_a, rows_b = read_rows(a / "per_image.csv"), read_rows(b / "per_image.csv")
+    assert len(rows_a) == len(rows_b) > 0, (a, b)
     for ra, rb in zip(rows_a, rows_b, strict=True):
         assert ra.keys() == rb.keys()
-        for key in ra:
-            va, vb = ra[key], rb[key]
-            if va == vb:
-                continue
-            try:
-                fa, fb = float(va), float(vb)
-            except ValueError:
-                pytest.fail(f"{a.parent.name} {key}: {va!r} != {vb!r}")
-            assert fa == pytest.approx(fb, rel=rel, abs=1e-6), (a.parent.name, ra["image"], key, va, vb)
+        for key, va in ra.items():
+            vb = rb[key]
+            if va != vb:
+                try:
+                    fa, fb = float(va), float(vb)
+                except ValueError:
+                    pytest.fail(f"{a.name} {ra['image']} {key}: {va!r} != {vb!r}")
+                assert fa == pytest.approx(fb, rel=1e-4, abs=1e-4), (a.name, ra["image"], key, va, vb)
+
+
+def sweep_overrides(folder: Path) -> list[str]:
+    """SWEEP into `folder`, the cells also sharing a corruption cache next to it."""
+    return [*SWEEP, f"hydra.sweep.dir={folder}", f"corruption_cache={folder.parent / 'corruption_cache'}"]
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +146,7 @@ def sweep(cluster, tmp_path_factory) -> Path:
     """The issue's 2x2 sweep on the cluster, run once for the module."""
     folder = tmp_path_factory.mktemp("slurm_sweep") / "sweep"
     start = time.monotonic()
-    result = cluster.evaluate(*SWEEP, f"hydra.sweep.dir={folder}")
+    result = cluster.evaluate(*sweep_overrides(folder))
     assert result.returncode == 0, explain(result)
     print(f"slurm sweep: {time.monotonic() - start:.0f} s")
     return folder
@@ -170,6 +185,9 @@ def test_cells_share_the_clean_cache(sweep):
         assert summary["n_images"] == len(IMAGES) and summary["n_skipped"] == 0
     # At most two cells run at once, so at least two find every clean entry another cell wrote.
     assert sorted(s["clean_cache"]["hits"] for s in summaries.values())[-2:] == [len(IMAGES)] * 2, summaries
+    corrupted = sweep.parent / "corruption_cache"
+    for corruption, severity in summaries:
+        assert len(list((corrupted / corruption / str(severity)).glob("*/*.npy"))) == len(IMAGES)
 
 
 def test_results_equal_a_local_sweep(sweep, tmp_path):
@@ -182,19 +200,18 @@ def test_results_equal_a_local_sweep(sweep, tmp_path):
     assert set(remote_cells) == set(local_cells)
     for key, cell in remote_cells.items():
         assert cell.name == local_cells[key].name  # the launcher is not part of a cell's folder name
-        assert_same_rows(cell / "per_image.csv", local_cells[key] / "per_image.csv")
+        assert_same_results(cell, local_cells[key])
 
 
 def test_resume_redoes_only_the_deleted_cell(cluster, sweep, tmp_path):
     cells = cell_dirs(sweep)
     redo = cells[("motion_blur", 1)]
     kept = {key: (cell / "summary.json").read_bytes() for key, cell in cells.items() if cell != redo}
-    before = redo / "per_image.csv"
-    reference = shutil.copy(before, tmp_path / "per_image.csv")
+    before = shutil.copytree(redo, tmp_path / "before")
     old_id = job_id(redo)
     shutil.rmtree(redo)
 
-    result = cluster.evaluate(*SWEEP, f"hydra.sweep.dir={sweep}", "resume=true")
+    result = cluster.evaluate(*sweep_overrides(sweep), "resume=true")
     assert result.returncode == 0, explain(result)
     cells = cell_dirs(sweep)
     assert set(cells) == set(kept) | {("motion_blur", 1)}
@@ -202,7 +219,7 @@ def test_resume_redoes_only_the_deleted_cell(cluster, sweep, tmp_path):
         assert (cells[key] / "summary.json").read_bytes() == summary, key
     redone = cells[("motion_blur", 1)]
     assert json.loads((redone / "summary.json").read_text())["n_images"] == len(IMAGES)
-    assert_same_rows(redone / "per_image.csv", Path(reference))
+    assert_same_results(redone, before)
     new_id = job_id(redone)
     assert new_id.split("_")[0] != old_id.split("_")[0]  # by a job of the new submission
     assert cluster.sacct(new_id)[0]["State"] == "COMPLETED"
@@ -217,7 +234,7 @@ def test_cancelled_job_fails_the_sweep_then_resumes(cluster, tmp_path):
     # One cell, long enough to be caught mid-run: all 8 bundled images, one per batch.
     overrides = [o for o in SWEEP if not o.startswith(("corruption=", "severity=", "dataset.source.names="))]
     overrides += ["corruption=contrast", "severity=3", "dataset.batch_size=1", f"hydra.sweep.dir={folder}"]
-    env = {**os.environ, **cluster.env, "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **cluster.env, **ENV}
     proc = subprocess.Popen([sys.executable, str(ROOT / "evaluate.py"), *overrides], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -242,7 +259,8 @@ def test_cancelled_job_fails_the_sweep_then_resumes(cluster, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode != 0, output
-    assert "CANCELLED" in output, output[-4000:]
+    # submitit names the state (no result file) or the job's own error (the run stops on SIGTERM and says so)
+    assert "CANCELLED" in output or "SIGTERM" in output, output[-4000:]
     assert cluster.sacct(jid)[0]["State"].startswith("CANCELLED")
     assert not (cell / "summary.json").exists()
     assert (cell / "INCOMPLETE").exists()
