@@ -45,12 +45,16 @@ class GuidedGradCAMMap(PixelAttribution):
         return GuidedGradCam(model, model.get_submodule(self.layer_path))
 
 
-@register("saliency")
-class SaliencyMap(PixelAttribution):
-    """Vanilla gradients (Simonyan et al. 2014), absolute values."""
+class GradientMap(PixelAttribution):
+    """A pixel method with no options but the channel reduction (no seed, no baseline)."""
 
     def __init__(self, model: nn.Module, reduce: str = "abs_sum") -> None:
         super().__init__(model, reduce=reduce)
+
+
+@register("saliency")
+class SaliencyMap(GradientMap):
+    """Vanilla gradients (Simonyan et al. 2014), absolute values."""
 
     def explainer(self, model: nn.Module) -> Any:
         return Saliency(model)
@@ -60,11 +64,8 @@ class SaliencyMap(PixelAttribution):
 
 
 @register("input_x_gradient")
-class InputXGradientMap(PixelAttribution):
+class InputXGradientMap(GradientMap):
     """Input ⊙ gradient."""
-
-    def __init__(self, model: nn.Module, reduce: str = "abs_sum") -> None:
-        super().__init__(model, reduce=reduce)
 
     def explainer(self, model: nn.Module) -> Any:
         return InputXGradient(model)
