@@ -59,6 +59,7 @@ def settings(cfg: DictConfig, run_dir: str, clean_cache_dir: str | None, process
     data = cfg.dataset
     cell = Cell(cfg.corruption, cfg.severity, cfg.seed)
     inputs = Inputs(resize=data.resize, crop=data.crop, corrupt_at=data.get("corrupt_at", "crop"),
+                    small=data.get("small", "upscale"),
                     batch_size=data.batch_size, num_workers=resolve_num_workers(data.num_workers, processes),
                     save_images=data.save_images)
     outputs = Outputs(run_dir=run_dir, figures=cfg.figures, save_maps=cfg.save_maps, resume=cfg.resume,
@@ -71,8 +72,9 @@ def load_models(cfg: DictConfig, selection: Selection) -> EvaluationModels:
     """PaQ-2-PiQ and the classifier; offline with allow_untrained_fallback, untrained ones behind a banner."""
     from ..data.quality_filter import scorer_id
 
+    quality_cfg = quality_model_config(cfg)
     try:
-        quality, quality_weights = instantiate(cfg.quality)
+        quality, quality_weights = instantiate(quality_cfg)
         classifier = instantiate(cfg.classifier)
     except Exception as exc:  # Hydra wraps errors raised while instantiating
         if not (cfg.allow_untrained_fallback and isinstance(find_user_error(exc), WeightsUnavailableError)):
@@ -81,10 +83,31 @@ def load_models(cfg: DictConfig, selection: Selection) -> EvaluationModels:
         banner = "=" * 78
         log.warning("\n%s\nOFFLINE: %s\nRunning with UNTRAINED weights instead; every output is marked "
                     "'untrained'.\n%s", banner, exc, banner)
-        quality, quality_weights = instantiate(cfg.quality, pretrained=False)
+        quality, quality_weights = instantiate(quality_cfg, pretrained=False)
         classifier = instantiate(cfg.classifier, pretrained=False, checkpoint=None)
-        selection.quality_scorer = scorer_id(None, False, cfg.dataset.resize, cfg.dataset.crop)
-    return EvaluationModels(quality=quality, quality_weights=quality_weights, classifier=classifier)
+        full = selection.quality_score_size == "full"
+        selection.quality_scorer = scorer_id(None, False, None if full else cfg.dataset.resize,
+                                             None if full else cfg.dataset.crop)
+    normalizer = score_normalizer(cfg, lambda: (quality, quality_weights), selection.quality_scorer)
+    selection.normalizer = normalizer  # the quality filter's categories use it too
+    return EvaluationModels(quality=quality, quality_weights=quality_weights, classifier=classifier,
+                            normalizer=normalizer)
+
+
+def quality_model_config(cfg: DictConfig) -> DictConfig:
+    """The quality group without quality.normalization (not an argument of the model's loader)."""
+    node = OmegaConf.to_container(cfg.quality, resolve=True)
+    node.pop("normalization", None)
+    return OmegaConf.create(node)
+
+
+def score_normalizer(cfg: DictConfig, quality: Any, scorer: str) -> Any:
+    """quality.normalization as a ScoreNormalizer: study_defaults, official, or fitted on fit_dir (cached)."""
+    from ..data.quality_filter import resolve_normalizer
+
+    options = cfg.quality.get("normalization")
+    return resolve_normalizer(OmegaConf.to_container(options, resolve=True) if options is not None else None,
+                              quality, scorer)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

@@ -63,20 +63,35 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                                                cfg.classifier.weights, seed=cfg.seed,
                                                checkpoint=cfg.classifier.checkpoint)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    filtered = select_images(source, selection, quality=lambda: instantiate(cfg.quality), report_dir=run_dir,
+    from .evaluate import quality_model_config, score_normalizer
+
+    quality_cfg = quality_model_config(cfg)
+    loaded: list[Any] = []
+
+    def quality() -> Any:  # loaded once, and only if the filter or the normalisation fit needs it
+        if not loaded:
+            loaded.append(instantiate(quality_cfg))
+        return loaded[0]
+
+    if selection.quality_filter and not selection.quality_scores:
+        selection.normalizer = score_normalizer(cfg, quality, selection.quality_scorer)
+    filtered = select_images(source, selection, quality=quality, report_dir=run_dir,
                              resize=cfg.dataset.resize, crop=cfg.dataset.crop)
     if resume_meta:  # resuming on other images or classes would silently change what the run means
         replace(selection, split="train").check_against(resume_meta, cfg.ckpt_path)
         if list(resume_meta.get("class_names") or []) != list(filtered.class_names):
             raise DatasetError(f"'{cfg.ckpt_path}' was trained on other classes than '{cfg.dataset.root}' has. "
                                "Resume on the dataset the checkpoint was trained on.")
-    train_source = split_source(filtered, "train", selection.val_fraction, selection.split_seed)
-    val_source = split_source(filtered, "val", selection.val_fraction, selection.split_seed)
+    # the same split evaluate.py's dataset.split=train|val gives (dataset.split_method: project, or the study's)
+    train_source = split_source(filtered, "train", selection.val_fraction, selection.split_seed,
+                                selection.split_method)
+    val_source = split_source(filtered, "val", selection.val_fraction, selection.split_seed, selection.split_method)
     write_split_csv(f"{run_dir}/split.csv", {"train": train_source, "val": val_source})
     log.info("%d classes; %d train and %d val images", len(filtered.class_names or []), len(train_source),
              len(val_source))
     data = ClassificationData(train_source, val_source, crop=cfg.dataset.crop, resize=cfg.dataset.resize,
-                              batch_size=cfg.dataset.batch_size, num_workers=0)
+                              batch_size=cfg.dataset.batch_size, num_workers=0,
+                              small=cfg.dataset.get("small", "upscale"))
     meta = {
         "selection": selection.meta(),
         "image_size": {"resize": cfg.dataset.resize, "crop": cfg.dataset.crop},

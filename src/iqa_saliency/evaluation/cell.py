@@ -24,7 +24,7 @@ from ..io.provenance import provenance
 from ..io.resume import launch_rank, start_run
 from ..io.run_writer import RunWriter
 from ..io.schema import SUMMARY
-from ..models.classifier import Classifier
+from ..models.classifier import FOLDER_ORDER, Classifier
 from .metrics import summarize_rows
 from .module import EvaluationModule, PairData, Preview
 from .settings import Cell, EvaluationModels, Explanation, Inference, Inputs, Outputs, Speed
@@ -57,6 +57,14 @@ def map_labels(source: ImageSource, classifier: Classifier) -> tuple[list[int], 
         return [NO_LABEL] * len(raw), "none"
     if not source.class_names:
         return raw, "none"
+    if classifier.extra.get("label_order") == FOLDER_ORDER:  # e.g. the study's checkpoints: ImageFolder numbering
+        if len(source.class_names) != classifier.num_classes:
+            raise DatasetError(
+                f"The classifier has {classifier.num_classes} classes but the dataset has {len(source.class_names)} "
+                "class folders. Evaluate the checkpoint on the dataset it was trained on."
+            )
+        classifier.class_names = list(source.class_names)  # class i is the i-th folder in sorted order
+        return raw, "folder order"
     trained_on = classifier.extra.get("class_names")
     if trained_on:
         if list(source.class_names) != list(trained_on):
@@ -92,7 +100,7 @@ def check_target(target: str, labels: list[int]) -> None:
 
 
 def _clean_cache(models: EvaluationModels, cell: Cell, inputs: Inputs, explain: Explanation, labels: list[int],
-                 folder: str | Path | None) -> CleanCache | None:
+                 folder: str | Path | None, source: ImageSource | None = None) -> CleanCache | None:
     """The clean-pass cache, keyed by everything that changes the clean outputs."""
     if folder is None:
         return None
@@ -101,7 +109,18 @@ def _clean_cache(models: EvaluationModels, cell: Cell, inputs: Inputs, explain: 
         "arch": models.classifier.arch, "attribution": explain.method, "options": explain.options,
         "target": explain.target, "resize": inputs.resize, "crop": inputs.crop, "seed": cell.seed,
         "labels": labels if explain.target == "label" else None,
+        # the clean image also depends on these (the corruption order does not change it); keys of the default
+        # settings are left out, so caches written before they existed stay valid
+        **({"small": inputs.small} if inputs.small != "upscale" else {}),
+        **({"decode": _decode(source)} if _decode(source) not in (None, "oriented") else {}),
     })
+
+
+def _decode(source: ImageSource) -> str | None:
+    """How the source decodes files (dataset.decode), looking through subsets."""
+    while hasattr(source, "base") and not hasattr(source, "decode"):
+        source = source.base
+    return getattr(source, "decode", None)
 
 
 def run_evaluation(source: ImageSource, models: EvaluationModels, trainer: pl.Trainer, cell: Cell, inputs: Inputs,
@@ -124,11 +143,12 @@ def run_evaluation(source: ImageSource, models: EvaluationModels, trainer: pl.Tr
     check_target(explain.target, labels)
     writer = RunWriter(run_dir, background_writes=4)
     todo = start_run(writer, len(source), outputs.resume, config)
-    clean_cache = _clean_cache(models, cell, inputs, explain, labels, outputs.clean_cache_dir)
+    clean_cache = _clean_cache(models, cell, inputs, explain, labels, outputs.clean_cache_dir, source)
     corrupt_fn = CachedCorruption(outputs.corruption_cache_dir) if outputs.corruption_cache_dir else apply_corruption
     dataset = CorruptedPairs(source, cell.corruption, cell.severity, cell.seed, resize=inputs.resize,
                              crop=inputs.crop, labels=labels, corrupt_fn=corrupt_fn,
-                             cached_clean=clean_cache.read if clean_cache else None)
+                             cached_clean=clean_cache.read if clean_cache else None, corrupt_at=inputs.corrupt_at,
+                             small=inputs.small)
     module = EvaluationModule(models, explain, cell, inputs, outputs, speed, writer, clean_cache=clean_cache,
                               infer=infer)
     data = PairData(dataset, batch_size=inputs.batch_size, num_workers=inputs.num_workers,
