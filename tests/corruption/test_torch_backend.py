@@ -151,6 +151,21 @@ def test_clipped_zoom_equals_scipy(shape):
         np.testing.assert_allclose(fast, ref, atol=1e-4)
 
 
+def test_pil_resizes_equal_pillow():
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, size=(37, 91, 3), dtype=np.uint8)
+    t = torch.from_numpy(image).permute(2, 0, 1)[None]
+    for h, w in [(22, 54), (9, 22), (37, 30), (11, 91)]:
+        ref = np.asarray(Image.fromarray(image).resize((w, h), Image.BOX))
+        np.testing.assert_array_equal(ops.pil_resize_box(t, h, w)[0].permute(1, 2, 0).numpy(), ref)
+        small = np.ascontiguousarray(ref)
+        ref_up = np.asarray(Image.fromarray(small).resize((91, 37), Image.NEAREST))
+        up = ops.pil_resize_nearest(torch.from_numpy(small).permute(2, 0, 1)[None], 37, 91)
+        np.testing.assert_array_equal(up[0].permute(1, 2, 0).numpy(), ref_up)
+
+
 @pytest.mark.parametrize("mode", ["nearest", "reflect", "mirror"])
 def test_padding_equals_numpy(mode):
     x = np.arange(5 * 7, dtype=np.float32).reshape(1, 1, 5, 7)

@@ -9,9 +9,10 @@ generator seeded with the image's seed, by the same calls in the same order (np.
 the generator np.random.seed(seed) resets); the pixel work runs in torch. Results are converted to uint8 as
 `corrupt` does: np.uint8 of a float array clipped to [0, 255], i.e. truncation, not rounding.
 
-Corruptions in TORCH_CORRUPTIONS run in torch; the others (shot_noise, whose Poisson draws depend on the pixel
-values; glass_blur, whose swaps come from numba's generator; frost, snow, spatter, built on OpenCV calls) fall
-back to the numpy reference per image, on the host.
+Corruptions in TORCH_CORRUPTIONS (15 of the 19) run in torch; the other four fall back to the numpy reference
+per image, on the host: shot_noise (its Poisson draws depend on the pixel values, so they cannot be made without
+the image on the host), glass_blur (sequential pixel swaps from numba's generator), frost (an OpenCV INTER_CUBIC
+resize of a bundled texture in 8-bit fixed point) and spatter (Canny, distance transform, histogram equalisation).
 """
 
 from __future__ import annotations
@@ -241,6 +242,38 @@ def _elastic_transform(x, severity, seeds, dtype):
     return ops.map_coordinates_linear(image, yy, xx).clamp(0, 1) * 255
 
 
+def _pixelate(x, severity, seeds, dtype):
+    c = [0.6, 0.5, 0.4, 0.3, 0.25][severity - 1]
+    h, w = x.shape[2], x.shape[3]
+    small = ops.pil_resize_box(x, int(h * c), int(w * c))
+    return ops.pil_resize_nearest(small, h, w)
+
+
+def _snow(x, severity, seeds, dtype):
+    """snow: the flake field (normal draw, then the streak angle, per image) is zoomed, thresholded, motion-blurred
+    on the uncropped zoom (as the reference does), rounded to 8 bits, and added twice (once turned 180 degrees)."""
+    c = [(0.1, 0.3, 3, 0.5, 10, 4, 0.8),
+         (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
+         (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
+         (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
+         (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)][severity - 1]
+    h, w = x.shape[2], x.shape[3]
+    fields, angles = [], []
+    for s in seeds:
+        rng = np.random.RandomState(s)
+        fields.append(rng.normal(size=(h, w), loc=c[0], scale=c[1]))
+        angles.append(rng.uniform(-135, -45))
+    layer = ops.clipped_zoom_exact(_host(fields, x, torch.float64), c[2], full=True)
+    layer = torch.where(layer < c[3], torch.zeros_like(layer), layer).clamp(0, 1)
+    layer = ops.motion_blur(layer, c[4], c[5], angles)
+    layer = (torch.round(layer * 255).clamp(0, 255).to(torch.uint8).to(torch.float64) / 255.0)[:, :, :h, :w]
+    img = x.to(torch.float32) / 255.0
+    r, g, b = img.unbind(1)
+    gray = (r * 0.299 + g * 0.587 + b * 0.114).unsqueeze(1)  # cv2 RGB2GRAY on float32
+    img = c[6] * img + (1 - c[6]) * torch.maximum(img, gray * 1.5 + 0.5)
+    return (img.to(torch.float64) + layer + layer.flip(-2, -1)).clamp(0, 1) * 255
+
+
 _TORCH: dict[str, Callable] = {
     "brightness": _brightness,
     "contrast": _contrast,
@@ -255,6 +288,8 @@ _TORCH: dict[str, Callable] = {
     "gaussian_blur": _gaussian_blur,
     "fog": _fog,
     "elastic_transform": _elastic_transform,
+    "pixelate": _pixelate,
+    "snow": _snow,
 }
 
 # Compute precision per corruption: float64 where the reference works in float64 and the work is elementwise

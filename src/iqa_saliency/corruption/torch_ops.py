@@ -286,18 +286,18 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles: Sequence[flo
 # ---------------------------------------------------------------- clipped zoom (scipy.ndimage.zoom, order=1)
 
 
-def _zoom_axis(n: int, factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _zoom_axis(n: int, factor: float, full: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """clipped_zoom along one axis: crop ceil(n/z) centred, zoom by scipy's corner-to-corner grid, keep n.
 
     scipy.ndimage.zoom (grid_mode=False) makes round(m*z) samples and maps output o to input o*(m-1)/(out-1);
     order=1 is linear interpolation between floor and floor+1 (weight 0 on the second at the last sample).
-    Returns (i0, i1, t) in full-image coordinates for the first n outputs.
+    Returns (i0, i1, t) in full-image coordinates for the first n outputs (all round(m*z) of them if `full`).
     """
     crop = int(np.ceil(n / float(factor)))
     top = (n - crop) // 2
     out = int(round(crop * float(factor)))
     scale = (crop - 1) / (out - 1) if out != 1 else 1.0
-    coord = np.arange(n, dtype=np.float64) * scale
+    coord = np.arange(out if full else n, dtype=np.float64) * scale
     coord = np.minimum(coord, crop - 1)
     i0 = np.floor(coord).astype(np.int64)
     t = coord - i0
@@ -332,9 +332,12 @@ def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
-def clipped_zoom_exact(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """clipped_zoom(x, factor)[:H, :W] by index_select + lerp with float64 coordinates."""
-    ry, rx = zoom_plan(x.shape[-2], x.shape[-1], (float(factor),))[0]
+def clipped_zoom_exact(x: torch.Tensor, factor: float, full: bool = False) -> torch.Tensor:
+    """clipped_zoom(x, factor)[:H, :W] by index_select + lerp with float64 coordinates (uncropped if `full`)."""
+    if full:
+        ry, rx = _zoom_axis(x.shape[-2], float(factor), True), _zoom_axis(x.shape[-1], float(factor), True)
+    else:
+        ry, rx = zoom_plan(x.shape[-2], x.shape[-1], (float(factor),))[0]
     y0, y1, ty = (torch.as_tensor(a, device=x.device) for a in ry)
     x0, x1, tx = (torch.as_tensor(a, device=x.device) for a in rx)
     rows = torch.lerp(x.index_select(2, y0), x.index_select(2, y1), ty.to(x.dtype)[:, None])
@@ -383,3 +386,76 @@ def map_coordinates_linear(x: torch.Tensor, yy: torch.Tensor, xx: torch.Tensor) 
     top = take(ya, xa) * (1 - tx) + take(ya, xb) * tx
     bottom = take(yb, xa) * (1 - tx) + take(yb, xb) * tx
     return top * (1 - ty) + bottom * ty
+
+
+# ---------------------------------------------------------------- PIL resizes (Image.BOX, Image.NEAREST), 8-bit
+
+
+PIL_PRECISION_BITS = 32 - 8 - 2
+
+
+@lru_cache(maxsize=64)
+def pil_box_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """Pillow's BOX resampling of one axis as an (out, in) matrix of its fixed-point coefficients (float64).
+
+    Restates precompute_coeffs (support 0.5 * scale, taps from int(center -/+ support + 0.5), box(x) = 1 on
+    (-0.5, 0.5], normalised) and normalize_coeffs_8bpc (int(0.5 + k * 2**22)).
+    """
+    scale = filterscale = in_size / out_size
+    filterscale = max(filterscale, 1.0)
+    support = 0.5 * filterscale
+    m = np.zeros((out_size, in_size))
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size) - xmin
+        arg = (np.arange(xmax) + xmin - center + 0.5) * (1.0 / filterscale)
+        w = ((arg > -0.5) & (arg <= 0.5)).astype(np.float64)
+        ww = w.sum()
+        if ww != 0.0:
+            w = w / ww
+        m[xx, xmin: xmin + xmax] = np.trunc(0.5 + w * (1 << PIL_PRECISION_BITS))
+    return m
+
+
+@lru_cache(maxsize=64)
+def pil_nearest_index(in_size: int, out_size: int) -> np.ndarray:
+    """Pillow's NEAREST resize of one axis (ImagingScaleAffine): source index per output, -1 where outside."""
+    a = in_size / out_size
+    xo = 0.0 + a * 0.5
+    idx = np.empty(out_size, dtype=np.int64)
+    for x in range(out_size):  # Pillow accumulates xo += a in double; repeat it for the same roundings
+        xin = -1 if xo < 0.0 else int(xo)
+        idx[x] = xin if 0 <= xin < in_size else -1
+        xo += a
+    return idx
+
+
+def pil_resize_box(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Image.resize((width, height), Image.BOX) of uint8 (B, C, H, W): horizontal pass, uint8, vertical pass.
+
+    The fixed-point sums (coefficients < 2**22 times values < 256) are exact in float64.
+    """
+    b, c, h, w = x.shape
+    half = float(1 << (PIL_PRECISION_BITS - 1))
+    unit = float(1 << PIL_PRECISION_BITS)
+    out = x.to(torch.float64)
+    if width != w:
+        mx = torch.tensor(pil_box_matrix(w, width), dtype=torch.float64, device=x.device)
+        out = torch.floor((out @ mx.T + half) / unit).clamp_(0, 255)
+    if height != h:
+        my = torch.tensor(pil_box_matrix(h, height), dtype=torch.float64, device=x.device)
+        out = torch.floor((my @ out + half) / unit).clamp_(0, 255)
+    return out.to(torch.uint8)
+
+
+def pil_resize_nearest(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Image.resize((width, height), Image.NEAREST) of (B, C, H, W); pixels mapped outside stay 0 (Pillow's fill)."""
+    yi = pil_nearest_index(x.shape[-2], height)
+    xi = pil_nearest_index(x.shape[-1], width)
+    out = x.index_select(-2, torch.as_tensor(np.maximum(yi, 0), device=x.device))
+    out = out.index_select(-1, torch.as_tensor(np.maximum(xi, 0), device=x.device))
+    if (yi < 0).any() or (xi < 0).any():
+        keep = torch.as_tensor((yi >= 0)[:, None] & (xi >= 0)[None, :], device=x.device)
+        out = out * keep
+    return out
