@@ -45,14 +45,17 @@ def test_train_config_composes_with_every_dataset(option):
 
 
 def test_the_quality_group_holds_only_model_arguments():
-    """quality is instantiated as load_paq2piq(**group): evaluate-only keys live under `similarity`."""
+    """quality is instantiated as load_paq2piq(**group) less `normalization` (quality.normalization, issue 12: how
+    raw scores become 0-100 and categories; the command line takes it out first): evaluate-only keys live under
+    `similarity`."""
     import inspect
 
     from iqa_saliency.models.paq2piq import load_paq2piq
 
     cfg = _compose("evaluate", [])
-    keys = set(cfg.quality) - {"_target_"}
+    keys = set(cfg.quality) - {"_target_", "normalization"}
     assert keys <= set(inspect.signature(load_paq2piq).parameters)
+    assert set(cfg.quality.normalization) == {"name", "fit_dir", "cache"}
     assert {"quality_map", "quality_saliency", "quality_saliency_options"} <= set(cfg.similarity)
 
 
