@@ -116,3 +116,28 @@ def test_done_when_command_equals_the_study_code(tmp_path):
         saved = np.asarray(Image.open(run_dir / "images" / f"{i:06d}_{row['image'].replace('/', '_')}.png"))
         assert saved.shape == crop_u8.shape
         assert np.abs(saved.astype(int) - crop_u8.astype(int)).max() <= 1
+
+
+@pytest.mark.slow
+def test_train_on_the_study_split_then_evaluate_exactly_its_val_split(tmp_path):
+    root = tmp_path / "mit-indoor-scenes"
+    ref.make_study_dataset(root, classes=3, per_class=5, seed=6)
+    samples = ref.study_samples(root)
+    train, val = ref.study_split([t for _, t in samples])
+    rel = [Path(p).relative_to(root).as_posix() for p, _ in samples]
+    out = run_cli("train.py", "dataset=mit_indoor", f"dataset.root={root}", "epochs=1", "pretrained=false",
+                  "logger=none", "dataset.num_workers=0", "dataset.batch_size=4", f"hydra.run.dir={tmp_path / 'train'}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    split = pd.read_csv(tmp_path / "train" / "split.csv")
+    assert split[split["split"] == "train"]["image"].tolist() == [rel[i] for i in train]
+    assert split[split["split"] == "val"]["image"].tolist() == [rel[i] for i in val]
+    ckpt = tmp_path / "train" / "checkpoints" / "best.ckpt"
+    common = ("dataset=mit_indoor", f"dataset.root={root}", "dataset.split=val", f"classifier.checkpoint={ckpt}",
+              "quality.pretrained=false", "corruption=contrast", "severity=1", "logger=none", "dataset.num_workers=0",
+              "figures=0")
+    out = run_cli("evaluate.py", *common, f"hydra.run.dir={tmp_path / 'eval'}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = pd.read_csv(tmp_path / "eval" / "per_image.csv").sort_values("index")
+    assert rows["image"].tolist() == [rel[i] for i in val]
+    out = run_cli("evaluate.py", *common, "dataset.split_method=project", f"hydra.run.dir={tmp_path / 'other'}")
+    assert out.returncode != 0 and "dataset.split_method=study" in out.stderr
