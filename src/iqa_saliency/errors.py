@@ -23,6 +23,10 @@ class DatasetError(UserError):
     """A dataset that cannot be used as configured."""
 
 
+class OutputError(UserError):
+    """Outputs that cannot be written (a full disk, a read-only folder)."""
+
+
 def _find_in_chain(exc: BaseException, kinds: type | tuple[type, ...]) -> BaseException | None:
     seen: set[int] = set()
     current: BaseException | None = exc

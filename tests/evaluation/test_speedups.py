@@ -141,14 +141,20 @@ def _assert_same_rows(got, plain):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_partly_cached_clean_pass_equals_computing_it(tmp_path, workers):
-    """A batch mixing cached and computed clean outputs (read in the workers or not) gives the plain rows."""
-    names = ["chelsea", "coffee", "rocket", "clock", "camera"]
+    """The cache serves a batch only when it holds all of it (read in the workers or not); a batch it holds in
+    part is computed whole, as without a cache: the rows equal the plain run's exactly, as a model's float
+    results depend on the batch they ran in."""
+    names = ["chelsea", "coffee", "rocket", "clock", "camera"]  # batches of 3: [chelsea coffee rocket] [clock camera]
     plain, _ = _evaluate_cell(tmp_path / "plain", names, None, workers)
     cache = tmp_path / "cache"
-    _evaluate_cell(tmp_path / "fill", ["coffee", "clock"], cache, workers)  # 2 of the 5 images cached
+    _evaluate_cell(tmp_path / "fill", ["coffee", "clock"], cache, workers)  # one image of each batch cached
     mixed, summary = _evaluate_cell(tmp_path / "mixed", names, cache, workers)
-    assert (summary["clean_cache"]["hits"], summary["clean_cache"]["misses"]) == (2, 3)
-    _assert_same_rows(mixed, plain)
+    assert (summary["clean_cache"]["hits"], summary["clean_cache"]["misses"]) == (0, 5)
+    pd.testing.assert_frame_equal(mixed, plain)
+    _evaluate_cell(tmp_path / "fill2", names[:3], tmp_path / "cache2", workers)  # the first batch, as batched
+    served, summary = _evaluate_cell(tmp_path / "served", names, tmp_path / "cache2", workers)
+    assert (summary["clean_cache"]["hits"], summary["clean_cache"]["misses"]) == (3, 2)
+    pd.testing.assert_frame_equal(served, plain)
 
 
 def test_cached_clean_image_is_not_decoded_again_and_a_replaced_file_is(tmp_path):

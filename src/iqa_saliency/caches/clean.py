@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io.atomic import atomic_write, atomic_write_text
+from ..io.atomic import atomic_write_text
+from ..io.entries import DamagedEntry, discard_entry, read_entry, write_entry
 
 CLEAN_FIELDS = ("q_global", "q_local", "probs", "attribution")
 # Bumped when the entry layout changes, so a folder shared between versions never mixes layouts.
-ENTRY_FORMAT = 2
+ENTRY_FORMAT = 3  # 3: a sha256 member checks every entry
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -29,7 +30,9 @@ class CleanCache:
     the prepared uint8 image (H, W, 3) and the source's stamp of the file it came from.
 
     An entry whose stamp differs from the file's current one (the file was replaced) is not used. Entries are
-    written atomically, so parallel jobs of a sweep can share the folder safely.
+    written atomically (temporary file, fsync, rename), so parallel jobs of a sweep and processes racing on one
+    entry share the folder safely: a reader sees a whole entry or none. Each entry carries a sha256 of its
+    arrays; a damaged, truncated or empty one is deleted with a log line and recomputed, never used.
     """
 
     def __init__(self, root: str | os.PathLike, key_parts: dict[str, Any]) -> None:
@@ -49,31 +52,34 @@ class CleanCache:
         return self.dir / f"{stem}-{digest}.npz"
 
     def read(self, image_id: str, stamp: str = "") -> dict[str, np.ndarray] | None:
-        """One image's cached outputs and prepared "image", or None if absent, unreadable or made from a file
-        with another stamp; not counted (DataLoader workers call this)."""
+        """One image's cached outputs and prepared "image", or None if absent, damaged (then deleted, so it is
+        recomputed and rewritten) or made from a file with another stamp; not counted (DataLoader workers call
+        this)."""
         path = self._path(image_id)
-        if path.exists():
-            try:
-                with np.load(path, allow_pickle=False) as data:
-                    if str(data["stamp"]) != stamp:
-                        return None
-                    return {k: data[k] for k in (*CLEAN_FIELDS, "image")}
-            except (OSError, ValueError, KeyError):
-                pass  # an unreadable entry is recomputed and rewritten
-        return None
+        try:
+            data = read_entry(path)
+            if any(k not in data for k in (*CLEAN_FIELDS, "image", "stamp")):
+                raise DamagedEntry("fields missing")
+        except FileNotFoundError:
+            return None
+        except DamagedEntry as exc:
+            discard_entry(path, exc, "clean-cache entry")
+            return None
+        if str(data["stamp"]) != stamp:
+            return None
+        return {k: data[k] for k in (*CLEAN_FIELDS, "image")}
 
-    def count(self, found: torch.Tensor) -> None:
-        """Count a batch of look-ups (a bool per image) as hits and misses."""
-        hits = int(found.sum())
+    def count(self, hits: int, looked_up: int) -> None:
+        """Count a group of look-ups: `hits` of `looked_up` images served from the cache, the rest computed."""
         self.hits += hits
-        self.misses += len(found) - hits
+        self.misses += looked_up - hits
 
     def put(self, image_id: str, arrays: dict[str, np.ndarray], image: np.ndarray, stamp: str = "") -> None:
         """Store one image's clean outputs with its prepared uint8 (H, W, 3) image and its source stamp."""
         data = {k: np.asarray(arrays[k]) for k in CLEAN_FIELDS}
         data["image"] = np.ascontiguousarray(image, dtype=np.uint8)
         data["stamp"] = np.array(stamp)
-        atomic_write(self._path(image_id), lambda fh: np.savez(fh, **data), durable=False)
+        write_entry(self._path(image_id), data)
 
     def stats(self) -> dict[str, Any]:
         return {"dir": str(self.dir), "hits": self.hits, "misses": self.misses}

@@ -42,3 +42,23 @@ class ShardSampler(Sampler[int]):
         # Lightning refuses a zero-length loader on any rank; a rank left without images (fewer images to do
         # than processes) claims one batch and yields none, so the ranks still meet at every collective.
         return max(1, len(self.indices))
+
+
+def fixed_batches(length: int, batch_size: int) -> list[list[int]]:
+    """The dataset's indices cut into consecutive batches of `batch_size`: the same batches whatever is left to do
+    and however many processes share them, because a model's float results depend on the batch it ran in."""
+    return [list(range(start, min(start + batch_size, length))) for start in range(0, length, batch_size)]
+
+
+class BatchShards(Sampler[list[int]]):
+    """Every `world_size`-th batch from `rank` (a batch sampler): each image in exactly one process, in the batch
+    `fixed_batches` puts it in, so 1 or N processes and an interrupted-then-resumed run compute the same numbers."""
+
+    def __init__(self, batches: Sequence[Sequence[int]], rank: int = 0, world_size: int = 1) -> None:
+        self.batches = [list(b) for b in batches][rank::world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return max(1, len(self.batches))  # a rank without batches claims one and yields none (see ShardSampler)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -16,10 +17,12 @@ import pytorch_lightning as pl
 from ..caches.clean import CleanCache
 from ..caches.corruption import CachedCorruption
 from ..corruption import apply_corruption, backend_version
+from ..data.loading import fixed_batches
 from ..data.pairs import CorruptedPairs
 from ..data.sources import NO_LABEL, ImageSource
-from ..errors import ConfigError, DatasetError
+from ..errors import ConfigError, DatasetError, OutputError
 from ..heap import reuse_freed_heap
+from ..io.lock import RunLock
 from ..io.provenance import provenance
 from ..io.resume import launch_rank, start_run
 from ..io.run_writer import RunWriter
@@ -100,8 +103,11 @@ def check_target(target: str, labels: list[int]) -> None:
 
 
 def _clean_cache(models: EvaluationModels, cell: Cell, inputs: Inputs, explain: Explanation, labels: list[int],
-                 folder: str | Path | None, source: ImageSource | None = None) -> CleanCache | None:
-    """The clean-pass cache, keyed by everything that changes the clean outputs."""
+                 folder: str | Path | None, source: ImageSource | None = None,
+                 numerics: dict[str, Any] | None = None) -> CleanCache | None:
+    """The clean-pass cache, keyed by everything that changes the clean outputs, the numerics included
+    (`numerics`: device type, precision, memory format, BatchNorm folding and batch size all change the models'
+    float results)."""
     if folder is None:
         return None
     return CleanCache(folder, {
@@ -113,7 +119,27 @@ def _clean_cache(models: EvaluationModels, cell: Cell, inputs: Inputs, explain: 
         # settings are left out, so caches written before they existed stay valid
         **({"small": inputs.small} if inputs.small != "upscale" else {}),
         **({"decode": _decode(source)} if _decode(source) not in (None, "oriented") else {}),
+        **({"max_pixels": inputs.max_pixels} if getattr(inputs, "max_pixels", None) else {}),
+        "corrupt_at": inputs.corrupt_at, **(numerics or {}),
     })
+
+
+def _numerics(trainer: pl.Trainer, speed: Speed, inputs: Inputs) -> dict[str, Any]:
+    """What changes the models' numbers besides weights and inputs (the clean cache's key, compared on resume)."""
+    return {"device": trainer.strategy.root_device.type, "precision": str(trainer.precision),
+            "channels_last": speed.channels_last, "fold_batchnorm": speed.fold_batchnorm,
+            "batch_size": inputs.batch_size}
+
+
+def _output_error(exc: BaseException, run_dir: Path) -> OutputError | None:
+    """A full or read-only disk as one line (the rows on disk are kept)."""
+    found: BaseException | None = exc
+    while found is not None and not isinstance(found, OSError):
+        found = found.__cause__ or found.__context__
+    if found is None or found.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return None
+    return OutputError(f"Cannot write {found.filename or run_dir} ({found.strerror}); the rows computed so far are "
+                       f"kept. Free space, then finish with resume=true hydra.run.dir={run_dir}")
 
 
 def _decode(source: ImageSource) -> str | None:
@@ -133,7 +159,19 @@ def run_evaluation(source: ImageSource, models: EvaluationModels, trainer: pl.Tr
     """
     started = time.time()
     reuse_freed_heap()
-    speed = speed or Speed()
+    # the process that launched the run holds the folder's lock (DDP ranks it starts work under it)
+    lock = RunLock(outputs.run_dir).acquire() if launch_rank() == 0 else None
+    try:
+        return _run_locked(source, models, trainer, cell, inputs, explain, outputs, speed or Speed(), infer,
+                           started)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(source: ImageSource, models: EvaluationModels, trainer: pl.Trainer, cell: Cell, inputs: Inputs,
+                explain: Explanation, outputs: Outputs, speed: Speed, infer: Inference | None, started: float
+                ) -> EvaluationResult:
     run_dir, config = Path(outputs.run_dir), outputs.config
     if outputs.resume and (run_dir / SUMMARY).exists():
         log.info("%s already holds a complete run; nothing to do.", run_dir)
@@ -142,8 +180,12 @@ def run_evaluation(source: ImageSource, models: EvaluationModels, trainer: pl.Tr
     labels, label_source = map_labels(source, classifier)
     check_target(explain.target, labels)
     writer = RunWriter(run_dir, background_writes=4)
-    todo = start_run(writer, len(source), outputs.resume, config)
-    clean_cache = _clean_cache(models, cell, inputs, explain, labels, outputs.clean_cache_dir, source)
+    numerics = _numerics(trainer, speed, inputs)
+    identity = {"weights": {"quality": models.quality_weights.as_dict(), "classifier": classifier.weights.as_dict()},
+                **numerics}
+    todo = start_run(writer, [r.image_id for r in source.records], outputs.resume, config,
+                     stamps=[source.stamp(r) for r in source.records], identity=identity)
+    clean_cache = _clean_cache(models, cell, inputs, explain, labels, outputs.clean_cache_dir, source, numerics)
     corrupt_fn = CachedCorruption(outputs.corruption_cache_dir) if outputs.corruption_cache_dir else apply_corruption
     dataset = CorruptedPairs(source, cell.corruption, cell.severity, cell.seed, resize=inputs.resize,
                              crop=inputs.crop, labels=labels, corrupt_fn=corrupt_fn,
@@ -151,8 +193,11 @@ def run_evaluation(source: ImageSource, models: EvaluationModels, trainer: pl.Tr
                              small=inputs.small)
     module = EvaluationModule(models, explain, cell, inputs, outputs, speed, writer, clean_cache=clean_cache,
                               infer=infer)
+    # a batch with any image left is computed whole, so the resumed images see the batch they would have seen
+    left = set(todo)
+    batches = [b for b in fixed_batches(len(dataset), inputs.batch_size) if left.intersection(b)]
     data = PairData(dataset, batch_size=inputs.batch_size, num_workers=inputs.num_workers,
-                    pin_memory=trainer.accelerator.__class__.__name__ != "CPUAccelerator", indices=todo)
+                    pin_memory=trainer.accelerator.__class__.__name__ != "CPUAccelerator", batches=batches)
     pl.seed_everything(cell.seed, workers=True, verbose=False)
     try:
         if todo:
@@ -161,13 +206,18 @@ def run_evaluation(source: ImageSource, models: EvaluationModels, trainer: pl.Tr
         trainer.strategy.barrier()
     except BaseException as exc:  # Ctrl-C, SIGTERM (see cli.evaluate) or an error: keep what was computed
         with contextlib.suppress(Exception):
-            writer.wait()  # maps already queued are finished; a row without its maps is redone on resume
+            writer.wait()  # rows whose files are all on disk are committed; the rest is redone on resume
         if launch_rank() == 0:
             interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
-            writer.write_status("interrupted" if interrupted else "failed", reason=f"{type(exc).__name__}: {exc}",
-                                rows_on_disk=len(writer.read_rows("per_image.csv")), config=config or {})
+            with contextlib.suppress(OSError):  # a full disk: the marker written at the start says the same
+                writer.write_status("interrupted" if interrupted else "failed",
+                                    reason=f"{type(exc).__name__}: {exc}",
+                                    rows_on_disk=len(writer.read_rows("per_image.csv")), config=config or {})
             log.error("Run %s: partial results are kept in %s. Finish it with resume=true hydra.run.dir=%s",
                       "interrupted" if interrupted else "failed", run_dir, run_dir)
+        output_error = _output_error(exc, run_dir)
+        if output_error is not None:
+            raise output_error from None
         raise
     if not trainer.is_global_zero:
         return EvaluationResult({}, [])

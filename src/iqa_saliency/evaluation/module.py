@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..caches.clean import CLEAN_FIELDS, CleanCache
 from ..corruption import is_clean
-from ..data.loading import ShardSampler
+from ..data.loading import BatchShards, fixed_batches
 from ..data.pairs import collate_pairs
 from ..heap import release_free_heap
 from ..io.run_writer import RunWriter
@@ -32,14 +32,14 @@ QATTR_MEAN_COLUMNS = {"sim_cc_local": "similarity/cc_local", "sim_cc_qattr": "si
 
 
 class PairData(pl.LightningDataModule):
-    """Serves a CorruptedPairs dataset; the sampler is built once the process's rank is known."""
+    """Serves a CorruptedPairs dataset in fixed batches (data.loading.fixed_batches); the batches a process
+    computes are chosen once its rank is known. `batches`: those left to do (a resumed run), default all."""
 
     def __init__(self, dataset: Dataset, batch_size: int = 8, num_workers: int = 2, pin_memory: bool = False,
-                 indices: Sequence[int] | None = None):
+                 batches: Sequence[Sequence[int]] | None = None):
         super().__init__()
         self.dataset = dataset
-        self.indices = indices
-        self.batch_size = batch_size
+        self.batches = fixed_batches(len(dataset), batch_size) if batches is None else batches
         self.num_workers = num_workers
         self.pin_memory = pin_memory
 
@@ -47,8 +47,7 @@ class PairData(pl.LightningDataModule):
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         return DataLoader(
             self.dataset,
-            batch_size=self.batch_size,
-            sampler=ShardSampler(len(self.dataset) if self.indices is None else self.indices, rank, world),
+            batch_sampler=BatchShards(self.batches, rank, world),
             num_workers=self.num_workers,
             collate_fn=collate_pairs,
             pin_memory=self.pin_memory,
@@ -123,7 +122,8 @@ class EvaluationModule(pl.LightningModule):
 
     def test_step(self, batch: dict[str, list[dict[str, Any]]], batch_idx: int) -> None:
         self.writer.append_skipped(
-            {"index": it["index"], "image": it["image_id"], "reason": it["error"]} for it in batch["skipped"]
+            {"index": it["index"], "image": it["image_id"], "reason": it["error"]}
+            for it in batch["skipped"] if it["index"] not in self.writer.finished
         )
         for group in batch["groups"]:  # one per image size (collate_pairs)
             self._evaluate(group)
@@ -159,24 +159,16 @@ class EvaluationModule(pl.LightningModule):
         n = len(items)
         clean_only = is_clean(self.cell.corruption, self.cell.severity)
         labels = torch.tensor([it["label"] for it in items], device=self.device)
-        # Clean outputs come from the sweep's cache where present; the rest of the clean images and all
-        # corrupted ones go through the models together, in one pass.
-        # looked up by the DataLoader workers (CorruptedPairs(cached_clean=...)); without it all are computed
-        cached = group.get("cached_clean") if self.clean_cache else None
-        if self.clean_cache:
-            self.clean_cache.count(cached["found"] if cached is not None else torch.zeros(n, dtype=torch.bool))
-        miss = list(range(n)) if cached is None else (~cached["found"]).nonzero().flatten().tolist()
-        inputs, input_labels = [], []
-        if miss:
-            inputs.append(self._to_float(group["clean"], None if len(miss) == n else miss))
-            input_labels.append(labels[miss])
-        if not clean_only:
-            inputs.append(self._to_float(group["corrupted"]))
-            input_labels.append(labels)
-        with self._model_clock():
-            out = self.infer(torch.cat(inputs), torch.cat(input_labels)) if inputs else {}
-        clean = self._assemble_clean(items, group["clean"], cached, miss, out)
-        corr = clean if clean_only else {k: v[len(miss):] for k, v in out.items()}
+        # Clean and corrupted images go through the models in separate passes of the whole group, so each image's
+        # numbers depend only on its fixed batch (data.loading.fixed_batches), never on what the clean-pass cache
+        # held: a model's float results change in the last digits with the batch's composition.
+        clean, x_clean = self._clean_pass(group, labels)
+        if clean_only:
+            corr, x_corr = clean, x_clean
+        else:
+            x_corr = self._to_float(group["corrupted"])
+            with self._model_clock():
+                corr = self.infer(x_corr, labels)
 
         mos_clean, mos = clean["q_global"], corr["q_global"]
         qmap, attr_clean, attr_corr = corr["q_local"], clean["attribution"], corr["attribution"]
@@ -184,8 +176,7 @@ class EvaluationModule(pl.LightningModule):
         clean_pred, pred_c = clean["probs"].argmax(dim=1), probs_c.argmax(dim=1)
         qattr = None
         if self.quality_attribution is not None:  # the corrupted images only: that is what is compared
-            # the images compared are already on the device as the last model input, unless clean and cached
-            xq = inputs[-1] if inputs and (not clean_only or len(miss) == n) else self._to_float(group["clean"])
+            xq = x_corr if x_corr is not None else self._to_float(group["clean"])  # clean and cached: not on device
             with torch.enable_grad(), self._model_clock():
                 qattr = self.quality_attribution.attribute(xq.requires_grad_(True), target=0).float().detach()
         compared = select_quality_map(self.explain.quality_map, qmap, clean["q_local"])
@@ -228,24 +219,28 @@ class EvaluationModule(pl.LightningModule):
             torch.cuda.synchronize(self.device)
         self.model_seconds += time.perf_counter() - started
 
-    def _assemble_clean(self, items, images, cached, miss, out) -> dict[str, torch.Tensor]:  # noqa: ANN001
-        """Clean outputs for every item: computed ones (first in `out`) and cached ones; new ones are cached
-        with their prepared uint8 `images` (B, 3, H, W)."""
-        computed = {k: v[: len(miss)] for k, v in out.items()}
-        if self.clean_cache is None:
-            return computed
-        host = {k: v.cpu().numpy() for k, v in computed.items()}
-        for j, i in enumerate(miss):  # written by the writer's threads; the run waits for them before it ends
-            self.writer.submit(self.clean_cache.put, items[i]["image_id"], {k: v[j] for k, v in host.items()},
-                               images[i].permute(1, 2, 0).numpy(), items[i].get("stamp", ""))
-        if len(miss) == len(items):
-            return computed
-        merged = {}
-        for key in CLEAN_FIELDS:  # one host-to-device copy per field for the whole group
-            merged[key] = cached[key].to(self.device, non_blocking=True)
-            if miss:
-                merged[key][miss] = computed[key].to(merged[key].dtype)
-        return merged
+    def _clean_pass(self, group: dict[str, Any], labels: torch.Tensor
+                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """The clean outputs of a group and its clean images on the device (None when served by the cache).
+
+        The cache (looked up by the DataLoader workers, CorruptedPairs(cached_clean=...)) serves a group only when
+        it holds every image of it; otherwise the whole group is computed, as an uncached run does, and the new
+        entries are written (by the writer's threads; the run waits for them before it ends)."""
+        items = group["items"]
+        cached = group.get("cached_clean") if self.clean_cache else None
+        if cached is not None and bool(cached["found"].all()):
+            self.clean_cache.count(len(items), len(items))
+            return {k: cached[k].to(self.device, non_blocking=True) for k in CLEAN_FIELDS}, None
+        x = self._to_float(group["clean"])
+        with self._model_clock():
+            out = self.infer(x, labels)
+        if self.clean_cache is not None:
+            self.clean_cache.count(0, len(items))
+            host = {k: v.cpu().numpy() for k, v in out.items()}
+            for i, it in enumerate(items):
+                self.writer.submit(self.clean_cache.put, it["image_id"], {k: v[i] for k, v in host.items()},
+                                   group["clean"][i].permute(1, 2, 0).numpy(), it.get("stamp", ""))
+        return out, x
 
     def _write(self, items, corrupted, values, pred, clean_pred, qmap, attr, extra_maps) -> None:  # noqa: ANN001
         names = self.classifier_info.class_names
@@ -256,6 +251,8 @@ class EvaluationModule(pl.LightningModule):
         extra_np = {k: v.cpu().numpy() for k, v in extra_maps.items()}
         rows = []
         for i, it in enumerate(items):
+            if it["index"] in self.writer.finished:  # on disk already: its batch ran again only to keep its numbers
+                continue
             stem = f"{it['index']:06d}_{safe_name(it['image_id'])}"
             maps_rel = f"maps/{stem}.npz" if save_maps else ""
             if save_maps:
@@ -280,7 +277,7 @@ class EvaluationModule(pl.LightningModule):
                 self.writer.save_png(f"images/{stem}.png", corrupted_u8)
             if it["index"] < self.outputs.figures:
                 self._figure(stem, corrupted_u8, qmap_np[i], attr_np[i], row)
-        self.writer.append_rows(rows)
+        self.writer.commit_rows(rows)  # appended once the files above are on disk
 
     def _figure(self, stem: str, image: np.ndarray, qmap: np.ndarray, attr: np.ndarray, row: dict) -> None:
         c, quality_map = self.cell, self.explain.quality_map

@@ -18,23 +18,57 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+# Every temporary file a write leaves behind after a kill ends with this (cleaned at start-up and on resume).
+TMP_SUFFIX = ".tmp"
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a rename or a new file in `folder` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None], durable: bool = True) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half-written file."""
+    """Write through a temporary file in the same folder, fsync it, rename it into place and fsync the folder:
+    never a half-written file, also after a power cut (durable=False skips both fsyncs)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
-            if durable:  # survive a power cut too; the rename alone already protects against a crash
+            if durable:
                 os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; final files get the usual mode
         os.replace(tmp, path)
+        if durable:
+            fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_temporary_files(folder: str | os.PathLike, subfolders: tuple[str, ...] = ()) -> int:
+    """Delete the temporary files an interrupted write left in `folder` and its `subfolders`; how many."""
+    removed = 0
+    for sub in ("", *subfolders):
+        where = Path(folder) / sub
+        if where.is_dir():
+            for tmp in where.glob(f".*{TMP_SUFFIX}*"):  # atomic_write's .NAME.XXXX.tmp, save_figure's .NAME.tmp.png
+                if tmp.is_file():
+                    tmp.unlink(missing_ok=True)
+                    removed += 1
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

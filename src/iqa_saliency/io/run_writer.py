@@ -34,11 +34,15 @@ class RunWriter:
         self.rank = rank
         self.columns = columns or list(PER_IMAGE_COLUMNS)
         self.background_writes = background_writes
+        self.finished: set[int] = set()  # images an earlier attempt finished (resume): not written again
+        self.identity: dict[str, Any] = {}  # recorded in the INCOMPLETE marker, compared on resume (io.resume)
         self._pool: ThreadPoolExecutor | None = None
         self._pending: deque[Future] = deque()
+        self._since_commit: list[Future] = []  # writes of the rows not yet committed
+        self._commits: deque[tuple[list[Future], list[dict[str, Any]]]] = deque()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_pool": None, "_pending": deque()}
+        return {**self.__dict__, "_pool": None, "_pending": deque(), "_since_commit": [], "_commits": deque()}
 
     def submit(self, fn: Callable[..., None], *args: Any) -> None:
         """Run a per-image write now, or in a writer thread so the models keep working meanwhile."""
@@ -47,16 +51,50 @@ class RunWriter:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.background_writes, thread_name_prefix="run-writer")
-        self._pending.append(self._pool.submit(fn, *args))
+        future = self._pool.submit(fn, *args)
+        self._pending.append(future)
+        self._since_commit.append(future)
         while self._pending and self._pending[0].done():
             self._pending.popleft().result()  # a failed write stops the run here, not only at wait()
         if len(self._pending) > MAX_QUEUED_WRITES:  # bound the memory held by queued arrays
             self._pending.popleft().result()
+        self._commit_written()
+
+    def commit_rows(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Append finished rows once every file submitted for them (maps, images, cache entries) is on disk:
+        a row on disk always has all its outputs, so a resumed folder is complete whenever the run was killed."""
+        rows = list(rows)
+        if not self.background_writes:
+            self.append_rows(rows)
+            return
+        self._commits.append((self._since_commit, rows))
+        self._since_commit = []
+        self._commit_written()
+
+    def _commit_written(self, block: bool = False) -> None:
+        """Append, in order, the rows whose writes have all finished (all of them when `block`); rows whose
+        writes failed are left out (they are redone on resume) and the first error is raised."""
+        first_error: BaseException | None = None
+        while self._commits and (block or all(f.done() for f in self._commits[0][0])):
+            futures, rows = self._commits.popleft()
+            errors = [e for e in (f.exception() for f in futures) if e is not None]
+            if not errors:
+                self.append_rows(rows)
+            elif not block:
+                raise errors[0]
+            else:
+                first_error = first_error or errors[0]
+        if first_error is not None:
+            raise first_error
 
     def wait(self) -> None:
-        """Block until every queued write is on disk; re-raise the first error."""
+        """Block until every queued write is on disk and its rows are committed; re-raise the first error."""
         pending, self._pending = self._pending, deque()
         errors = [f.exception() for f in pending]
+        try:
+            self._commit_written(block=True)
+        finally:
+            self._since_commit = []
         for error in errors:
             if error is not None:
                 raise error
@@ -77,6 +115,7 @@ class RunWriter:
             for row in rows:
                 writer.writerow([format_value(row.get(c)) for c in columns])
             fh.flush()
+            os.fsync(fh.fileno())
 
     def append_rows(self, rows: Iterable[dict[str, Any]]) -> None:
         """Stream finished per-image rows to disk."""
@@ -89,12 +128,11 @@ class RunWriter:
     def save_maps(self, relpath: str, **arrays: np.ndarray) -> None:
         """One .npz of float32 maps, written atomically."""
         data = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
-        self.submit(atomic_write, self.run_dir / relpath, lambda fh: np.savez(fh, **data), False)
+        self.submit(atomic_write, self.run_dir / relpath, lambda fh: np.savez(fh, **data))
 
     def save_png(self, relpath: str, image: np.ndarray) -> None:
         """A lossless PNG of an HxWx3 uint8 image, written atomically."""
-        self.submit(atomic_write, self.run_dir / relpath,
-                     lambda fh: Image.fromarray(image).save(fh, format="PNG"), False)
+        self.submit(atomic_write, self.run_dir / relpath, lambda fh: Image.fromarray(image).save(fh, format="PNG"))
 
     def parts(self, name: str) -> list[Path]:
         """Every process's part file of `name` (also those of an earlier, interrupted run)."""
@@ -121,11 +159,15 @@ class RunWriter:
                     with open(path, "r+b") as fh:
                         fh.truncate(end)
 
-    def done_indices(self) -> set[int]:
-        """Images already finished by an earlier attempt: rows whose maps are on disk, and skipped images."""
-        done = {i for i, row in self.read_rows(PER_IMAGE).items()
+    def done_rows(self) -> dict[int, str]:
+        """Images already finished by an earlier attempt, index -> image id: rows whose maps are on disk (rows
+        are committed only after all their files), and skipped images."""
+        done = {i: row["image"] for i, row in self.read_rows(PER_IMAGE).items()
                 if not row.get("maps") or (self.run_dir / row["maps"]).is_file()}
-        return done | set(self.read_rows(SKIPPED))
+        return {**{i: row["image"] for i, row in self.read_rows(SKIPPED).items()}, **done}
+
+    def done_indices(self) -> set[int]:
+        return set(self.done_rows())
 
     def merge(self, world_size: int = 1) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
         """Merge every process's parts into per_image.csv and skipped.csv, sorted by image index."""
@@ -143,13 +185,16 @@ class RunWriter:
         return merged[0], merged[1]
 
     def remove_parts(self, world_size: int = 1) -> None:
+        """Remove the part files and the dataset record of a run whose merged files are written."""
         for name in (PER_IMAGE, SKIPPED):
             for part in self.parts(name):
                 part.unlink(missing_ok=True)
+        (self.run_dir / ".dataset.json").unlink(missing_ok=True)
 
     def write_status(self, status: str, **info: Any) -> None:
         """The INCOMPLETE marker: why this folder does not (yet) hold a complete run."""
-        text = json.dumps(jsonable({"status": status, **info}), indent=2, allow_nan=False)
+        extra = {"identity": self.identity} if self.identity else {}
+        text = json.dumps(jsonable({"status": status, **info, **extra}), indent=2, allow_nan=False)
         atomic_write_text(self.run_dir / INCOMPLETE, text + "\n")
 
     def read_status(self) -> dict[str, Any] | None:
