@@ -27,6 +27,7 @@ from ..io.resume import check_run_folder, is_complete, launch_rank, read_summary
 from ..models.classifier import read_checkpoint_meta
 from ..report.loggers import finish_logger, log_preview_table
 from . import CONFIG_PATH
+from .checks import check_output_root, check_values
 
 log = logging.getLogger("evaluate")
 
@@ -59,7 +60,7 @@ def settings(cfg: DictConfig, run_dir: str, clean_cache_dir: str | None, process
     data = cfg.dataset
     cell = Cell(cfg.corruption, cfg.severity, cfg.seed)
     inputs = Inputs(resize=data.resize, crop=data.crop, corrupt_at=data.get("corrupt_at", "crop"),
-                    small=data.get("small", "upscale"),
+                    small=data.get("small", "upscale"), max_pixels=data.get("max_pixels", Inputs.max_pixels),
                     batch_size=data.batch_size, num_workers=resolve_num_workers(data.num_workers, processes),
                     save_images=data.save_images)
     outputs = Outputs(run_dir=run_dir, figures=cfg.figures, save_maps=cfg.save_maps, resume=cfg.resume,
@@ -113,6 +114,7 @@ def score_normalizer(cfg: DictConfig, quality: Any, scorer: str) -> Any:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Compose the configured pieces and run one cell; user errors surface before heavy work."""
     check_corruption(cfg.corruption, cfg.severity)
+    check_values(cfg)  # seed, batch size, pinned digests
     explain = explanation(cfg)
     hydra_cfg = HydraConfig.get()
     run_dir = hydra_cfg.runtime.output_dir
@@ -221,5 +223,5 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
 
 def run() -> None:
     """Console entry point: check a given output folder, then hand the command line to Hydra."""
-    check_output_dir(sys.argv[1:])
+    check_output_root(sys.argv[1:])  # also a full disk or a read-only default folder, before Hydra writes there
     main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import replace
 from typing import Any
 
@@ -16,6 +17,7 @@ from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, Mode
 
 from ..errors import exit_on_user_error
 from . import CONFIG_PATH
+from .checks import check_output_root, check_values
 
 log = logging.getLogger("train")
 
@@ -29,8 +31,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from iqa_saliency.data.splits import split_source, write_split_csv
     from iqa_saliency.errors import ConfigError, DatasetError
     from iqa_saliency.heap import reuse_freed_heap
-    from iqa_saliency.io.atomic import atomic_write_text, check_writable
+    from iqa_saliency.io.atomic import atomic_write_text, check_writable, remove_temporary_files
     from iqa_saliency.io.provenance import provenance
+    from iqa_saliency.io.resume import launch_rank
     from iqa_saliency.models.classifier import read_checkpoint_meta
     from iqa_saliency.report.loggers import finish_logger
     from iqa_saliency.training.module import (
@@ -41,8 +44,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         build_network_for,
     )
 
+    check_values(cfg)
     run_dir = HydraConfig.get().runtime.output_dir
     check_writable(run_dir)
+    if launch_rank() == 0:  # half-written checkpoints of an interrupted run
+        remove_temporary_files(run_dir, ("checkpoints",))
     resume_meta = read_checkpoint_meta(cfg.ckpt_path, "ckpt_path") if cfg.ckpt_path else None
     optim = OptimSettings(
         optimizer=cfg.optimizer.name, lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum,
@@ -158,5 +164,6 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
 
 
 def run() -> None:
-    """Console entry point: hand the command line to Hydra."""
+    """Console entry point: check the output folder takes a file, then hand the command line to Hydra."""
+    check_output_root(sys.argv[1:])
     main()

@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 # a non-JPEG must be decoded in full, so above MAX_PIXELS it is skipped rather than risk exhausting memory.
 LARGE_PIXELS = 40_000_000
 MAX_PIXELS = 200_000_000
+# dataset.max_pixels: the most pixels an image may have after resize/crop (or at any step between). A 20000x2 PNG
+# resized to a 256 px shorter side would be 2.56 million x 256 px (2 GB); such an image is skipped instead.
+MAX_PREPARED_PIXELS = 50_000_000
 
 # dataset.decode: how a file becomes RGB.
 #   oriented:    EXIF orientation applied, transparency composited onto white, 16-bit scaled to 8-bit (to_rgb)
@@ -84,16 +87,33 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def prepare_image(image: Image.Image, resize: int | None, crop: int | None, small: str = "upscale") -> Image.Image:
+def check_pixels(size: tuple[int, int], short_side: int | None, max_pixels: int | None) -> None:
+    """Raise ValueError when resizing `size` to a shorter side of `short_side` would exceed `max_pixels`."""
+    if max_pixels is None:
+        return
+    w, h = size
+    if short_side is not None and min(w, h) > 0:
+        scale = short_side / min(w, h)
+        w, h = max(short_side, round(w * scale)), max(short_side, round(h * scale))
+    if w * h > max_pixels:
+        raise ValueError(f"{size[0]}x{size[1]} image would be {w}x{h} after resizing, over dataset.max_pixels="
+                         f"{max_pixels} (an extreme aspect ratio; raise dataset.max_pixels to evaluate it)")
+
+
+def prepare_image(image: Image.Image, resize: int | None, crop: int | None, small: str = "upscale",
+                  max_pixels: int | None = MAX_PREPARED_PIXELS) -> Image.Image:
     """Resize the shorter side to `resize`, then centre-crop `crop` x `crop`, as ImageNet-C does.
 
     An image with a side below `crop` is upscaled first (small="upscale") or zero-padded by the crop
     (small="pad": torchvision CenterCrop, (crop - s) // 2 before and the rest after; offsets round half to even).
+    A step that would make more than `max_pixels` pixels raises ValueError before it allocates them.
     """
     if resize is not None and min(image.size) != resize:
+        check_pixels(image.size, resize, max_pixels)
         image = TF.resize(image, resize, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     if crop is not None:
         if min(image.size) < crop and small != "pad":
+            check_pixels(image.size, crop, max_pixels)
             # Padding would add black borders the models would see; upscaling keeps the content.
             image = TF.resize(image, crop, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
         if image.size != (crop, crop):

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from ..caches.clean import stack_clean_entries
 from ..corruption import MIN_SIDE, apply_corruption, image_seed, is_clean
 from ..errors import reraise_interrupt
-from .images import SMALL_MODES, check_choice, prepare_image
+from .images import MAX_PREPARED_PIXELS, SMALL_MODES, check_choice, prepare_image
 from .sources import ImageRecord, ImageSource
 
 CORRUPT_AT = ("crop", "full_size")
@@ -41,6 +41,7 @@ class CorruptedPairs(Dataset):
         cached_clean: Callable[[str, str], dict[str, np.ndarray] | None] | None = None,
         corrupt_at: str = "crop",
         small: str = "upscale",
+        max_pixels: int | None = MAX_PREPARED_PIXELS,
     ) -> None:
         self.source = source
         self.corruption = corruption
@@ -55,6 +56,7 @@ class CorruptedPairs(Dataset):
         self.cached_clean = cached_clean
         self.corrupt_at = check_choice("dataset.corrupt_at", corrupt_at, CORRUPT_AT)
         self.small = check_choice("dataset.small", small, SMALL_MODES)
+        self.max_pixels = max_pixels  # dataset.max_pixels: an image over it at any step is skipped
 
     def __len__(self) -> int:
         return len(self.source.records)
@@ -92,7 +94,8 @@ class CorruptedPairs(Dataset):
 
     def _prepare(self, record: ImageRecord) -> np.ndarray:
         """Decode, resize and crop one image into a uint8 (H, W, 3) array."""
-        image = prepare_image(self.source.load_reduced(record, self.resize), self.resize, self.crop, self.small)
+        image = prepare_image(self.source.load_reduced(record, self.resize), self.resize, self.crop, self.small,
+                              self.max_pixels)
         if min(image.size) < MIN_SIDE:
             # Neither corruptions nor PaQ-2-PiQ (stride 32) work below this; upscaling is the user's call.
             raise ValueError(f"image is {image.size[0]}x{image.size[1]} after resize/crop, below the {MIN_SIDE}"
@@ -101,7 +104,8 @@ class CorruptedPairs(Dataset):
 
     def _decode(self, record: ImageRecord) -> np.ndarray:
         """Decode and resize (when dataset.resize is set) one image into a uint8 (H, W, 3) array."""
-        image = prepare_image(self.source.load_reduced(record, self.resize), self.resize, None)
+        image = prepare_image(self.source.load_reduced(record, self.resize), self.resize, None,
+                              max_pixels=self.max_pixels)
         if min(image.size) < MIN_SIDE:
             # Neither corruptions nor PaQ-2-PiQ (stride 32) work below this; upscaling is the user's call.
             raise ValueError(f"image is {image.size[0]}x{image.size[1]}, below the {MIN_SIDE} px minimum "
@@ -112,7 +116,7 @@ class CorruptedPairs(Dataset):
         """The centre crop of a decoded (and possibly corrupted) uint8 image; small images per dataset.small."""
         if self.crop is None:
             return image
-        out = prepare_image(Image.fromarray(image), None, self.crop, self.small)
+        out = prepare_image(Image.fromarray(image), None, self.crop, self.small, self.max_pixels)
         if min(out.size) < MIN_SIDE:
             raise ValueError(f"image is {out.size[0]}x{out.size[1]} after the crop, below the {MIN_SIDE} px minimum")
         return np.array(out, dtype=np.uint8)

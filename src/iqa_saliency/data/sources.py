@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,6 +13,9 @@ from PIL import Image
 
 from ..errors import DatasetError
 from .images import DECODE_MODES, check_choice, open_image, to_rgb
+from .walk import FolderWalker, Listing
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
 NO_LABEL = -1
@@ -94,7 +98,12 @@ class SampleImages(ImageSource):
 
 
 class ImageFolder(ImageSource):
-    """A folder of images: class-per-subfolder (labels from folder names) or flat (no labels)."""
+    """A folder of images: class-per-subfolder (labels from folder names) or flat (no labels).
+
+    Images at the top level make it flat (subfolders are then ignored, with a log line); otherwise each subfolder
+    with images is a class. Symbolic links are followed once; a loop, a link leaving the root, a broken link or
+    a file reached twice becomes an unusable record (listed in skipped.csv with the reason, see data.walk).
+    """
 
     def __init__(self, root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS,
                  decode: str = "oriented") -> None:
@@ -105,37 +114,64 @@ class ImageFolder(ImageSource):
         if not self.root.is_dir():
             raise DatasetError(f"Dataset root '{self.root}' does not exist. Set dataset.root to an image folder.")
         exts = tuple(e.lower() for e in extensions)
-        subdirs = sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        class_dirs = [d for d in subdirs if any(_walk_images(d, exts))]
-        if class_dirs:
+        walker = FolderWalker(self.root, exts)
+        top = Listing()
+        subdirs = []
+        for path in sorted(self.root.iterdir()):
+            if path.name.startswith("."):
+                continue
+            if _is_dir(path):
+                reason = walker.enter_dir(path)
+                if reason:
+                    top.unusable[path] = reason
+                else:
+                    subdirs.append(path)
+            else:
+                walker.add_file(path, top)
+        listings = {d: walker.walk(d) for d in subdirs}
+        class_dirs = [d for d in subdirs if listings[d].images]
+        if class_dirs and not top.images:
             self.class_names = [d.name for d in class_dirs]
-            self.records = [
-                ImageRecord(p.relative_to(self.root).as_posix(), label, str(p))
-                for label, d in enumerate(class_dirs)
-                for p in _walk_images(d, exts)
-            ]
+            self.records = [ImageRecord(p.relative_to(self.root).as_posix(), label, str(p))
+                            for label, d in enumerate(class_dirs) for p in listings[d].images]
+            for listing in listings.values():
+                top.unusable.update(listing.unusable)
         else:
+            if class_dirs:
+                log.warning("%s has images at its top level and in subfolders (%s): it is read as a flat folder, "
+                            "the subfolders are ignored. To use the subfolders as classes, move the top-level "
+                            "images into them.", self.root, ", ".join(d.name for d in class_dirs[:5]))
             self.class_names = None
-            self.records = [
-                ImageRecord(p.name, NO_LABEL, str(p))
-                for p in sorted(self.root.iterdir())
-                if p.is_file() and p.suffix.lower() in exts
-            ]
-        if not self.records:
+            self.records = [ImageRecord(p.name, NO_LABEL, str(p)) for p in top.images]
+        # entries that cannot be used are records too, so they reach skipped.csv with their reason
+        self.unusable = {p.relative_to(self.root).as_posix(): reason for p, reason in sorted(top.unusable.items())}
+        for image_id, reason in self.unusable.items():
+            log.warning("%s/%s: %s; listed in skipped.csv.", self.root, image_id, reason)
+        self.records += [ImageRecord(image_id, NO_LABEL, str(self.root / image_id)) for image_id in self.unusable]
+        if not any(r.image_id not in self.unusable for r in self.records):
             raise DatasetError(
                 f"No images ({', '.join(exts)}) found under '{self.root}'. Point dataset.root at a folder of images."
             )
 
     def load(self, record: ImageRecord) -> Image.Image:
-        return open_image(record.path, decode=self.decode)
+        return self.load_reduced(record, None)
 
     def load_reduced(self, record: ImageRecord, min_side: int | None) -> Image.Image:
+        unusable = getattr(self, "unusable", {})
+        if record.image_id in unusable:
+            raise ValueError(unusable[record.image_id])
         return open_image(record.path, min_side, decode=self.decode)
 
     def stamp(self, record: ImageRecord) -> str:
-        st = os.stat(record.path)
+        try:
+            st = os.stat(record.path)
+        except OSError:  # a link loop or a broken link (an unusable record)
+            st = os.lstat(record.path)
         return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def _walk_images(folder: Path, exts: tuple[str, ...]) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a link loop
+        return False

@@ -119,7 +119,6 @@ def _clean_cache(models: EvaluationModels, cell: Cell, inputs: Inputs, explain: 
         # settings are left out, so caches written before they existed stay valid
         **({"small": inputs.small} if inputs.small != "upscale" else {}),
         **({"decode": _decode(source)} if _decode(source) not in (None, "oriented") else {}),
-        **({"max_pixels": inputs.max_pixels} if getattr(inputs, "max_pixels", None) else {}),
         "corrupt_at": inputs.corrupt_at, **(numerics or {}),
     })
 
@@ -190,7 +189,7 @@ def _run_locked(source: ImageSource, models: EvaluationModels, trainer: pl.Train
     dataset = CorruptedPairs(source, cell.corruption, cell.severity, cell.seed, resize=inputs.resize,
                              crop=inputs.crop, labels=labels, corrupt_fn=corrupt_fn,
                              cached_clean=clean_cache.read if clean_cache else None, corrupt_at=inputs.corrupt_at,
-                             small=inputs.small)
+                             small=inputs.small, max_pixels=inputs.max_pixels)
     module = EvaluationModule(models, explain, cell, inputs, outputs, speed, writer, clean_cache=clean_cache,
                               infer=infer)
     # a batch with any image left is computed whole, so the resumed images see the batch they would have seen

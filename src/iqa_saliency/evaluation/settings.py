@@ -38,6 +38,7 @@ class Inputs:
     crop: int | None = 224
     corrupt_at: str = "crop"  # crop: resize, crop, corrupt (ImageNet-C); full_size: corrupt, then crop (the study)
     small: str = "upscale"  # a side below the crop: upscale to it | pad: black borders as CenterCrop (the study)
+    max_pixels: int | None = 50_000_000  # an image over this many pixels after resize/crop is skipped
     batch_size: int = 8
     num_workers: int = 2
     save_images: bool = False  # also write every corrupted input as a lossless PNG

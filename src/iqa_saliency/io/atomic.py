@@ -93,8 +93,10 @@ def check_writable(folder: str | os.PathLike) -> None:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-") as fh:
+            fh.write(b"\0" * 4096)  # a full disk takes an empty file but not a block of data
+            fh.flush()
+            os.fsync(fh.fileno())
     except OSError as exc:
         raise UserError(
             f"Cannot write to the output folder '{folder}' ({exc.strerror or exc}). "
