@@ -25,6 +25,7 @@ import torch
 
 from . import CLEAN, MIN_SIDE, apply_corruption, check_corruption
 from . import torch_ops as ops
+from . import torch_resample as rs
 
 Images = torch.Tensor
 
@@ -137,7 +138,7 @@ ZOOM_FACTORS = [np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1,
 def _zoom_blur(x, severity, seeds, dtype):
     factors = ZOOM_FACTORS[severity - 1]
     x = _unit(x, dtype)
-    out = ops.clipped_zoom_sum(x, factors, exact=dtype == torch.float64)
+    out = rs.clipped_zoom_sum(x, factors, exact=dtype == torch.float64)
     return ((x + out) / (len(factors) + 1)).clamp(0, 1) * 255
 
 
@@ -178,7 +179,10 @@ def _impulse_noise(x, severity, seeds, dtype):
 
 def _gaussian_blur(x, severity, seeds, dtype):
     c = [1, 2, 3, 4, 6][severity - 1]
-    return ops.gaussian_filter(_unit(x, dtype), c, mode="nearest").clamp(0, 1) * 255
+    if dtype == torch.float64:
+        return ops.gaussian_filter(_unit(x, dtype), c, mode="nearest").clamp(0, 1) * 255
+    k = ops.scipy_gaussian_kernel(c)  # separable; through the FFT as one 2-D kernel (torch's CPU conv is slow here)
+    return ops.correlate2d_fft(x, np.outer(k, k), "nearest", clip=(0.0, 255.0), out_dtype=torch.uint8)
 
 
 def plasma_fractal(rng: np.random.RandomState, mapsize: int = 256, wibbledecay: float = 3) -> np.ndarray:
@@ -239,14 +243,14 @@ def _elastic_transform(x, severity, seeds, dtype):
     image = (x.to(torch.float32) / 255.0).to(dtype)
     yy = torch.arange(h, device=x.device, dtype=torch.float64)[:, None] + dy.to(torch.float64)
     xx = torch.arange(w, device=x.device, dtype=torch.float64)[None, :] + dx.to(torch.float64)
-    return ops.map_coordinates_linear(image, yy, xx).clamp(0, 1) * 255
+    return rs.map_coordinates_linear(image, yy, xx).clamp(0, 1) * 255
 
 
 def _pixelate(x, severity, seeds, dtype):
     c = [0.6, 0.5, 0.4, 0.3, 0.25][severity - 1]
     h, w = x.shape[2], x.shape[3]
-    small = ops.pil_resize_box(x, int(h * c), int(w * c))
-    return ops.pil_resize_nearest(small, h, w)
+    small = rs.pil_resize_box(x, int(h * c), int(w * c))
+    return rs.pil_resize_nearest(small, h, w)
 
 
 def _snow(x, severity, seeds, dtype):
@@ -263,7 +267,7 @@ def _snow(x, severity, seeds, dtype):
         rng = np.random.RandomState(s)
         fields.append(rng.normal(size=(h, w), loc=c[0], scale=c[1]))
         angles.append(rng.uniform(-135, -45))
-    layer = ops.clipped_zoom_exact(_host(fields, x, torch.float64), c[2], full=True)
+    layer = rs.clipped_zoom_exact(_host(fields, x, torch.float64), c[2], full=True)
     layer = torch.where(layer < c[3], torch.zeros_like(layer), layer).clamp(0, 1)
     layer = ops.motion_blur(layer, c[4], c[5], angles)
     layer = (torch.round(layer * 255).clamp(0, 255).to(torch.uint8).to(torch.float64) / 255.0)[:, :, :h, :w]
@@ -364,5 +368,5 @@ def corrupt_batch(images: Images, name: str, severity: int, seeds: Sequence[int]
 def corrupt_one(image: np.ndarray, name: str, severity: int, seed: int, device: str | torch.device = "cpu",
                 dtype: torch.dtype | None = None) -> np.ndarray:
     """The torch backend on one HxWx3 uint8 image (numpy in, numpy out), for comparisons with apply_corruption."""
-    batch = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
+    batch = torch.tensor(np.ascontiguousarray(image))[None].to(device)  # a copy: read-only arrays are fine
     return corrupt_batch(batch, name, severity, [seed], dtype=dtype)[0].cpu().numpy()
