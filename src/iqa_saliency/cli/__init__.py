@@ -5,3 +5,5 @@ data `iqa_saliency.conf`, so the commands work the same from a clone and from an
 """
 
 CONFIG_PATH = "pkg://iqa_saliency.conf"
+
+from . import sweep as _sweep  # noqa: E402,F401  (registers the resolver iqa_cell_dir that names sweep cells)

@@ -25,9 +25,10 @@ from ..evaluation.similarity import check_quality_map
 from ..io.atomic import check_writable
 from ..io.resume import check_run_folder, is_complete, launch_rank, read_summary
 from ..models.classifier import read_checkpoint_meta
-from ..report.loggers import finish_logger, log_preview_table
+from ..report.loggers import finish_logger, log_cell_summary, log_preview_table, log_run_config
 from . import CONFIG_PATH
 from .checks import check_output_root, check_values
+from .runtime import keep_wandb_inside, quiet_known_warnings, show_progress
 
 log = logging.getLogger("evaluate")
 
@@ -112,13 +113,21 @@ def score_normalizer(cfg: DictConfig, quality: Any, scorer: str) -> Any:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Compose the configured pieces and run one cell; user errors surface before heavy work."""
+    """The Hydra job's cell, in its run folder (the cells of a sweep share caches in the sweep folder)."""
+    hydra_cfg = HydraConfig.get()
+    sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else None
+    return evaluate_cell(cfg, hydra_cfg.runtime.output_dir, sweep_dir)
+
+
+def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, source: Any = None
+                  ) -> dict[str, Any]:
+    """Compose the configured pieces and run one cell in `run_dir`; user errors surface before heavy work.
+
+    `source` (an ImageSource) replaces the configured dataset: the Python API's images.
+    """
     check_corruption(cfg.corruption, cfg.severity)
     check_values(cfg)  # seed, batch size, pinned digests
     explain = explanation(cfg)
-    hydra_cfg = HydraConfig.get()
-    run_dir = hydra_cfg.runtime.output_dir
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if launch_rank() == 0:  # processes a DDP launcher started share rank 0's folder
         # no overwriting; resume only with the same config
         check_run_folder(run_dir, cfg.resume, OmegaConf.to_container(cfg, resolve=True))
@@ -127,7 +136,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         return read_summary(run_dir)
     check_writable(run_dir)
     resolve_num_workers(cfg.dataset.num_workers)  # a bad value stops here, before any model is loaded
-    source = instantiate(cfg.dataset.source)
+    source = instantiate(cfg.dataset.source) if source is None else source
     selection = Selection.from_options(OmegaConf.to_container(cfg.dataset, resolve=True), cfg.seed,
                                        cfg.quality.checkpoint, cfg.quality.pretrained)
     if selection.split != "all":
@@ -137,22 +146,36 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                            report_dir=run_dir, resize=cfg.dataset.resize, crop=cfg.dataset.crop)
     logger = None
     if cfg.logger and "_target_" in cfg.logger:
-        group = {"group": Path(hydra_cfg.sweep.dir).name} if multirun and "group" in cfg.logger else {}
+        if "WandbLogger" in str(cfg.logger._target_):  # wandb's staging, cache and artifacts in the run's folder
+            keep_wandb_inside(sweep_dir or run_dir)
+        group = {"group": Path(sweep_dir).name} if sweep_dir and "group" in cfg.logger else {}
         logger = instantiate(cfg.logger, **{k: v for k, v in group.items() if not cfg.logger.get(k)})
+        log_run_config(logger, dashboard_config(cfg, explain))
     clean_cache_dir = cfg.clean_cache
     if clean_cache_dir == "auto":  # a sweep shares one clean pass between its cells
-        clean_cache_dir = str(Path(hydra_cfg.sweep.dir) / ".clean_cache") if multirun else None
+        clean_cache_dir = str(Path(sweep_dir) / ".clean_cache") if sweep_dir else None
     trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False)
     cell, inputs, outputs, speed = settings(cfg, run_dir, clean_cache_dir, trainer.num_devices)
     try:
         result = run_evaluation(source, models, trainer, cell, inputs, explain, outputs, speed)
         if result.summary:
             log_preview_table(logger, result.previews)
+            log_cell_summary(logger, result.summary)
             log.info("Wrote %s (%d images, %d skipped)", run_dir, result.summary["n_images"],
                      result.summary["n_skipped"])
     finally:
         finish_logger(logger)
     return result.summary
+
+
+def dashboard_config(cfg: DictConfig, explain: Explanation) -> dict[str, Any]:
+    """Flat keys for grouping and filtering runs in a dashboard (the full config is in summary.json)."""
+    return {"corruption": cfg.corruption, "severity": int(cfg.severity), "attribution": explain.method,
+            "attribution_target": explain.target, "classifier": cfg.classifier.get("arch"),
+            "classifier_weights": cfg.classifier.get("checkpoint") or cfg.classifier.get("weights"),
+            "quality_saliency": explain.quality_saliency, "quality_map": explain.quality_map,
+            "precision": str(cfg.trainer.get("precision")), "pretrained": bool(cfg.pretrained), "seed": cfg.seed,
+            "dataset": str(cfg.dataset.source.get("_target_", "")).rsplit(".", 1)[-1]}
 
 
 def randomization_check(cfg: DictConfig) -> dict[str, Any]:
@@ -209,6 +232,8 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
     """The Hydra job: one cell, or the randomisation check with +check=randomization."""
     # SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: rows on disk stay, the folder is marked INCOMPLETE.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    quiet_known_warnings()
+    show_progress(cfg.trainer.get("enable_progress_bar", True))
     try:
         with exit_on_user_error():
             if cfg.get("check") is not None:

@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from ..errors import exit_on_user_error
 from . import CONFIG_PATH
 from .checks import check_output_root, check_values
+from .runtime import keep_wandb_inside, quiet_known_warnings, show_progress
 
 log = logging.getLogger("train")
 
@@ -151,6 +152,8 @@ def _logger(cfg: DictConfig) -> Any:
     if not cfg.logger or "_target_" not in cfg.logger:
         return None
     if cfg.logger._target_.endswith("WandbLogger"):
+        hydra_cfg = HydraConfig.get()  # wandb's staging, cache and artifacts inside the run's (or sweep's) folder
+        keep_wandb_inside(hydra_cfg.sweep.dir if hydra_cfg.mode.name == "MULTIRUN" else hydra_cfg.runtime.output_dir)
         return instantiate(cfg.logger, name=f"train-{cfg.classifier.arch}", job_type="train",
                            tags=["train", cfg.classifier.arch], group=None)
     return instantiate(cfg.logger)
@@ -159,6 +162,8 @@ def _logger(cfg: DictConfig) -> Any:
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> dict[str, Any] | None:
     """The Hydra job: one training run."""
+    quiet_known_warnings()
+    show_progress(cfg.trainer.get("enable_progress_bar", True))
     with exit_on_user_error():
         return train(cfg)
 

@@ -22,6 +22,7 @@ from ..errors import ConfigError, DatasetError, reraise_interrupt
 from ..io.atomic import atomic_write, atomic_write_text
 from ..models.paq2piq import CATEGORIES, NORMALIZATIONS, PaQ2PiQ, ScoreNormalizer
 from ..models.weights import WeightsIdentity
+from ..progress import progress_bar
 from .images import prepare_image
 from .sources import ImageRecord, ImageSource
 from .splits import SubsetSource
@@ -156,7 +157,7 @@ def score_source(
         loader = DataLoader(_Prepared(source, todo, resize, crop), batch_size=batch_size, num_workers=num_workers,
                             collate_fn=list)
         log.info("Scoring %d images with PaQ-2-PiQ (%d cached)", len(todo), len(keys) - len(todo))
-        with torch.no_grad():
+        with torch.no_grad(), progress_bar(len(todo), "PaQ-2-PiQ scores") as bar:
             for n_batch, batch in enumerate(loader, 1):
                 groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
                 for index, image in batch:
@@ -171,6 +172,7 @@ def score_source(
                     for (index, _), s, n in zip(group, scores.tolist(), norm.tolist(), strict=True):
                         mos[index] = s
                         cache.put(keys[index], scorer, s, n, ScoreNormalizer.category(n))
+                bar.update(len(batch))
                 if n_batch % SAVE_EVERY == 0:  # an interrupted scoring run keeps what it has done
                     cache.save()
         cache.save()

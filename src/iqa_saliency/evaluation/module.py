@@ -54,6 +54,11 @@ class PairData(pl.LightningDataModule):
             persistent_workers=False,
         )
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Keep the batch on the host: the module stacks images per size group and copies them once
+        (`EvaluationModule._to_float`); the uint8 images also feed the CPU-side writing."""
+        return batch
+
 
 @dataclass
 class Preview:
@@ -129,11 +134,6 @@ class EvaluationModule(pl.LightningModule):
             self._evaluate(group)
         if batch_idx % TRIM_EVERY_BATCHES == TRIM_EVERY_BATCHES - 1:
             release_free_heap()
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """Keep the batch on the host: images are stacked per size group first and copied once (`_to_float`);
-        the uint8 images also feed the CPU-side writing."""
-        return batch
 
     def _to_float(self, images: torch.Tensor, rows: list[int] | None = None) -> torch.Tensor:
         """uint8 (B, 3, H, W) images (or some rows of them) on the device as floats in [0, 1]."""

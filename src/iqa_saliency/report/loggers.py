@@ -6,7 +6,19 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from pytorch_lightning.loggers import WandbLogger as _LightningWandbLogger
+
 log = logging.getLogger(__name__)
+
+
+class WandbLogger(_LightningWandbLogger):
+    """Lightning's WandbLogger without the `anonymous=None` it always passes to wandb.init (wandb >= 0.19 warns
+    on the console that the setting has no effect). Configured in conf/logger/wandb.yaml."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
 
 TABLE_NUMBERS = ("mos", "mos_normalized", "quality_category", "mos_clean", "pred_name", "pred_prob",
                  "clean_pred", "flipped", "correct_top1", "sim_cc", "sim_sim", "sim_kld", "sim_spearman",
@@ -25,6 +37,23 @@ def log_preview_table(logger: Any, previews: Sequence[Any]) -> None:
         table.add_data(p.row["image"], wandb.Image(p.image), wandb.Image(p.quality_overlay),
                        wandb.Image(p.attribution_overlay), *[p.row.get(k) for k in TABLE_NUMBERS])
     logger.experiment.log({"per_image": table})
+
+
+def log_run_config(logger: Any, flat: dict[str, Any]) -> None:
+    """Flat keys (corruption, severity, attribution, classifier, ...) in the run's config, for grouping and
+    filtering runs in a dashboard."""
+    if logger is not None:
+        logger.log_hyperparams(flat)
+
+
+def log_cell_summary(logger: Any, summary: dict[str, Any]) -> None:
+    """The cell's metrics (from the merged rows, as in summary.json) in the wandb run's summary."""
+    if logger is None or type(logger).__name__ != "WandbLogger" or not summary:
+        return
+    values = {k: v for k, v in (summary.get("metrics") or {}).items() if v is not None}
+    values.update({"n_images": summary.get("n_images"), "n_skipped": summary.get("n_skipped"),
+                   "untrained": (summary.get("weights") or {}).get("untrained")})
+    logger.experiment.summary.update(values)
 
 
 def finish_logger(logger: Any) -> None:

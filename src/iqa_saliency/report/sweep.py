@@ -106,7 +106,8 @@ def summarize_cells(cells: Sequence[Cell], n_boot: int = 1000, seed: int = 0) ->
             rec[col] = _num(metrics.get(key))
         for col in similarity_columns(cell.rows):
             name = col[len("sim_"):]
-            rec[f"sim_{name}_mean"] = _num(metrics.get(f"similarity/{name}", np.nanmean(cell.rows[col])))
+            key = f"similarity/{name}"
+            rec[f"sim_{name}_mean"] = _num(metrics[key]) if key in metrics else _nanmean(cell.rows[col])
             rec[f"sim_{name}_ci_low"], rec[f"sim_{name}_ci_high"] = bootstrap_ci(cell.rows[col], n_boot, seed)
         rec["run"] = str(cell.path)
         records.append(rec)
@@ -117,6 +118,13 @@ def summarize_cells(cells: Sequence[Cell], n_boot: int = 1000, seed: int = 0) ->
 
 def _num(value: Any) -> float:
     return math.nan if value is None else float(value)
+
+
+def _nanmean(values: Any) -> float:
+    """The mean of the non-NaN values; NaN (and no warning) when there are none."""
+    x = np.asarray(values, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    return float(x.mean()) if x.size else math.nan
 
 
 def correlation_across_cells(summary: pd.DataFrame, x: str = "mos_mean", y: str = "acc_top1") -> dict[str, float]:
@@ -269,8 +277,29 @@ def _markdown(sweep_dir: Path, summary: pd.DataFrame, correlation: dict[str, flo
     return "\n".join(lines)
 
 
+# The study's panels against severity, one line per corruption (the report run's line plots).
+PANELS = {"acc_top1": "top-1 accuracy", "acc_top5": "top-5 accuracy", "flip_rate": "flip rate",
+          "mos_mean": "mean MOS", "sim_cc_mean": "CC (quality map vs attribution)"}
+
+
+def severity_lines(curves: pd.DataFrame, column: str) -> dict[str, tuple[list[int], list[float]]]:
+    """One (severities, values) line per corruption (per variant when several), NaN points left out."""
+    lines: dict[str, tuple[list[int], list[float]]] = {}
+    several = curves["variant"].nunique() > 1
+    for (variant, corruption), rows in curves.groupby(["variant", "corruption"], sort=True):
+        if corruption == CLEAN and len(set(curves["corruption"])) > 1:
+            continue  # the clean cells are every corruption's severity-0 point
+        rows = rows.dropna(subset=[column]).sort_values("severity")
+        if len(rows):
+            key = f"{corruption} ({variant})" if several else str(corruption)
+            lines[key] = ([int(s) for s in rows["severity"]], [float(v) for v in rows[column]])
+    return lines
+
+
 def log_report_to_wandb(sweep_dir: Path, cells: Sequence[Cell]) -> None:
-    """A final offline wandb run holding the report's tables and figures, grouped with the sweep's runs."""
+    """A final wandb run (offline unless the cells' logger was online), grouped with the sweep's runs: the
+    per-cell table (one row per cell), the study's panels as line plots against severity (one line per
+    corruption) and the report's figures."""
     logger_cfg = (cells[0].summary.get("config") or {}).get("logger") or {} if cells else {}
     if "WandbLogger" not in str(logger_cfg.get("_target_", "")):
         return
@@ -278,11 +307,23 @@ def log_report_to_wandb(sweep_dir: Path, cells: Sequence[Cell]) -> None:
 
     run = wandb.init(project=logger_cfg.get("project", "iqa-saliency"), group=sweep_dir.name, job_type="report",
                      name=f"{sweep_dir.name}-report", dir=str(sweep_dir),
-                     mode="offline" if logger_cfg.get("offline", True) else "online", reinit=True)
+                     mode="offline" if logger_cfg.get("offline", True) else "online", reinit="finish_previous",
+                     config={"sweep_dir": str(sweep_dir), "n_cells": len(cells)})
     summary = pd.read_csv(sweep_dir / "summary.csv")
-    run.log({"summary": wandb.Table(dataframe=summary)})
+    logged: dict[str, Any] = {"summary": wandb.Table(dataframe=summary)}
+    curves = with_clean_points(summary)
+    for column, title in PANELS.items():
+        lines = severity_lines(curves, column) if column in curves else {}
+        if lines:
+            logged[f"panels/{column}"] = wandb.plot.line_series(
+                xs=[x for x, _ in lines.values()], ys=[y for _, y in lines.values()], keys=list(lines),
+                title=f"{title} vs severity", xname="severity")
     for png in sorted((sweep_dir / "report_figures").glob("*.png")):
-        run.log({f"figures/{png.stem}": wandb.Image(str(png))})
+        logged[f"figures/{png.stem}"] = wandb.Image(str(png))
+    run.log(logged)
+    report = json.loads((sweep_dir / "report.json").read_text()) if (sweep_dir / "report.json").is_file() else {}
+    run.summary.update({"n_cells": len(cells), "mce": (report.get("mce") or {}).get("mce"),
+                        "mos_vs_accuracy_spearman": (report.get("correlation") or {}).get("spearman")})
     run.finish()
 
 

@@ -1,0 +1,100 @@
+"""A -m sweep's cell folders and progress (Hydra callback `SweepCallback`, configured in conf/evaluate.yaml).
+
+Cell folders are named by what varies: only the swept keys (a sweeper parameter or a command-line override with
+several values) enter `hydra.job.override_dirname`, and the resolver `iqa_cell_dir` turns it into one safe folder
+name (no path separators, bounded length), so `-m +experiment=demo pretrained=false` gives `corruption=contrast,
+severity=0` instead of `0_+experiment=demo,corruption=contrast,pretrained=False,severity=0`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from ..io.atomic import atomic_write_text
+from ..io.schema import SUMMARY
+from ..progress import format_eta
+from .runtime import keep_wandb_inside
+
+log = logging.getLogger(__name__)
+
+PROGRESS_FILE = ".sweep_progress.json"
+MAX_NAME = 200  # bytes; file systems allow 255 per folder name
+
+
+def cell_dirname(num: Any, override_dirname: Any) -> str:
+    """One folder name for a sweep job: its swept overrides, sanitised; the job number when nothing varies."""
+    name = str(override_dirname or "")
+    name = re.sub(r"(^|,)[+~]+", r"\1", name)  # +experiment=x -> experiment=x
+    name = re.sub(r"[/\\\s:*?\"<>|]+", "_", name).strip("._") or str(num)
+    if len(name.encode()) > MAX_NAME:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+        name = f"{name.encode()[:MAX_NAME - 11].decode(errors='ignore')}-{digest}"
+    return name
+
+
+if not OmegaConf.has_resolver("iqa_cell_dir"):
+    OmegaConf.register_new_resolver("iqa_cell_dir", cell_dirname)
+
+
+def sweep_plan(config: DictConfig) -> tuple[list[str], list[str], int]:
+    """(swept keys, constant keys, number of jobs) of a basic sweep: sweeper params, then the command line."""
+    params = config.hydra.sweeper.get("params") or {}
+    lines = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    values: dict[str, int] = {}
+    for override in OverridesParser.create().parse_overrides(lines):
+        if override.is_sweep_override() and override.is_discrete_sweep():
+            values[override.key_or_group] = len(list(override.sweep_string_iterator()))
+        else:
+            values[override.key_or_group] = 1
+    swept = [k for k, n in values.items() if n > 1]
+    constant = [k for k, n in values.items() if n == 1]
+    return swept, constant, math.prod(values.values()) if values else 1
+
+
+class SweepCallback(Callback):
+    """Names cell folders by the swept keys, keeps wandb's files in the sweep folder, and logs progress."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        swept, constant, total = sweep_plan(config)
+        exclude = list(config.hydra.job.config.override_dirname.exclude_keys or []) + constant
+        override = "hydra.job.config.override_dirname.exclude_keys=[" + ",".join(
+            "'" + k.replace("'", "\\'") + "'" for k in dict.fromkeys(exclude)) + "]"
+        with read_write(config.hydra), open_dict(config.hydra):  # every job is composed with the hydra overrides
+            config.hydra.overrides.hydra.append(override)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if config.get("logger") and "WandbLogger" in str(config.logger.get("_target_", "")):
+            keep_wandb_inside(sweep_dir)  # before any job starts (joblib and submitit workers inherit it)
+        state = {"total": total, "started": time.time(), "done_at_start": _complete_cells(sweep_dir),
+                 "swept": swept}
+        atomic_write_text(sweep_dir / PROGRESS_FILE, json.dumps(state) + "\n")
+        log.info("Sweep of %d cells over %s in %s", total, ", ".join(swept) or "nothing", sweep_dir)
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            state = json.loads((sweep_dir / PROGRESS_FILE).read_text())
+        except (OSError, ValueError):
+            return  # not a sweep this callback started
+        done = _complete_cells(sweep_dir)
+        new = done - state["done_at_start"]
+        eta = format_eta(new, state["total"] - state["done_at_start"], time.time() - state["started"])
+        shown = config.get("trainer") is None or config.trainer.get("enable_progress_bar", True)
+        if shown and sys.stderr.isatty():  # like Lightning's bar: quiet in logs and with the bar switched off
+            log.info("Sweep: %d/%d cells complete (this session: %s)", done, state["total"], eta)
+
+
+def _complete_cells(sweep_dir: Path) -> int:
+    return sum(1 for p in sweep_dir.glob(f"*/{SUMMARY}"))
