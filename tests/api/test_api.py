@@ -1,0 +1,83 @@
+"""The Python API: the README's example runs and gives iqa-evaluate's numbers on the same images; every kind of
+image input reaches the models as the same pixels."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers.cli import ROOT, run_cli
+from PIL import Image
+
+from iqa_saliency.api import InMemoryImages, compose_config
+from iqa_saliency.errors import ConfigError
+
+
+def readme_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    found = re.search(r"<!-- api-example[^>]*-->\s*```python\n(.*?)```", text, re.S)
+    assert found, "README.md lost its API example (the block after <!-- api-example ... -->)"
+    return found.group(1)
+
+
+@pytest.mark.slow
+def test_readme_example_gives_the_command_lines_numbers(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(readme_example(), "README.md (API example)", "exec"), namespace)
+    result = namespace["result"]
+    assert not list(tmp_path.rglob("per_image.csv"))  # nothing left behind
+    run = tmp_path / "cli"
+    proc = run_cli("evaluate.py", "dataset=folder", f"dataset.root={tmp_path / 'photos'}", "corruption=motion_blur",
+                   "severity=2", "attribution=gradcam", "classifier=resnet18", "allow_untrained_fallback=true",
+                   "similarity.quality_map=raw", "logger=none", "figures=0", "trainer.enable_progress_bar=false",
+                   f"hydra.run.dir={run}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cli = pd.read_csv(run / "per_image.csv", keep_default_na=True)
+    api = result.rows
+    assert list(api.columns) == list(cli.columns) and len(api) == len(cli) == 2
+    for column in cli.columns:  # column by column, every value
+        pd.testing.assert_series_equal(api[column], cli[column], check_exact=True, obj=column)
+    for image_id, rel in zip(cli["image"], cli["maps"], strict=True):
+        with np.load(run / rel) as npz:
+            assert set(npz.files) == set(result.maps[image_id])
+            for key in npz.files:
+                np.testing.assert_array_equal(result.maps[image_id][key], npz[key], err_msg=f"{image_id} {key}")
+    import json
+
+    cli_summary = json.loads((run / "summary.json").read_text())
+    assert result.summary["metrics"] == cli_summary["metrics"]
+
+
+def test_every_input_kind_is_the_same_pixels(tmp_path):
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, size=(40, 50, 3), dtype=np.uint8)
+    Image.fromarray(array).save(tmp_path / "a.png")
+    tensor = torch.from_numpy(array).permute(2, 0, 1)
+    inputs = [tmp_path / "a.png", Image.fromarray(array), array, tensor, tensor.float() / 255.0,
+              array.astype(np.float64) / 255.0]
+    source = InMemoryImages(inputs)
+    assert [r.image_id for r in source.records] == ["a.png", *[f"image_{i:03d}" for i in range(1, 6)]]
+    for record in source.records:
+        np.testing.assert_array_equal(np.asarray(source.load(record)), array, err_msg=record.image_id)
+    batch = InMemoryImages(torch.stack([tensor, tensor]), names=["x", "y"], labels=[1, 2])
+    assert [(r.image_id, r.label) for r in batch.records] == [("x", 1), ("y", 2)] and batch.imagenet_labels
+    assert batch.stamp(batch.records[0]) == batch.stamp(batch.records[1])  # the same pixels
+
+
+def test_bad_inputs_are_one_line_errors():
+    with pytest.raises(ConfigError, match="No images"):
+        InMemoryImages([])
+    with pytest.raises(ConfigError, match="unique"):
+        InMemoryImages([np.zeros((8, 8, 3), np.uint8)] * 2, names=["a", "a"])
+    with pytest.raises(ConfigError, match="labels"):
+        InMemoryImages([np.zeros((8, 8, 3), np.uint8)], labels=[1, 2])
+
+
+def test_the_api_composes_the_command_lines_config():
+    cfg = compose_config(["attribution=saliency", "similarity.quality_map=drop", "severity=3"])
+    assert cfg.attribution.name == "saliency" and cfg.similarity.quality_map == "drop" and cfg.severity == 3
+    assert cfg.hydra.job.config_name == "evaluate"
