@@ -160,7 +160,7 @@ def test_huge_jpeg_is_decoded_reduced_with_bounded_memory(tmp_path):
         import resource, warnings
         from PIL import Image
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        from iqa_saliency.data import open_image, prepare_image
+        from iqa_saliency.data.images import open_image, prepare_image
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         img = prepare_image(open_image({str(path)!r}, 256), 256, 224)
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
