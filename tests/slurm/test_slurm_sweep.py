@@ -80,7 +80,11 @@ def cluster(tmp_path_factory) -> Cluster:
         pytest.skip("the local Slurm cluster needs Linux")
     folder = tmp_path_factory.mktemp("slurm")
     try:
-        up = subprocess.run(["bash", str(SCRIPT), "up", str(folder)], capture_output=True, text=True, timeout=900)
+        try:
+            up = subprocess.run(["bash", str(SCRIPT), "up", str(folder)], capture_output=True, text=True,
+                                timeout=900)
+        except subprocess.TimeoutExpired:
+            pytest.skip(f"the local Slurm cluster did not start within 900 s ({SCRIPT.name} up, logs: {folder})")
         if up.returncode != 0:
             reason = (up.stderr.strip().splitlines() or [f"exit {up.returncode}"])[-1]
             pytest.skip(f"the local Slurm cluster could not start ({SCRIPT.name} up): {reason}")
@@ -187,7 +191,8 @@ def test_cells_share_the_clean_cache(sweep):
     assert sorted(s["clean_cache"]["hits"] for s in summaries.values())[-2:] == [len(IMAGES)] * 2, summaries
     corrupted = sweep.parent / "corruption_cache"
     for corruption, severity in summaries:
-        assert len(list((corrupted / corruption / str(severity)).glob("*/*.npy"))) == len(IMAGES)
+        entries = [p for p in (corrupted / corruption / str(severity)).rglob("*") if p.is_file()]
+        assert len(entries) >= len(IMAGES), (corruption, severity, entries)  # one per image (and any index)
 
 
 def test_results_equal_a_local_sweep(sweep, tmp_path):
@@ -235,8 +240,10 @@ def test_cancelled_job_fails_the_sweep_then_resumes(cluster, tmp_path):
     overrides = [o for o in SWEEP if not o.startswith(("corruption=", "severity=", "dataset.source.names="))]
     overrides += ["corruption=contrast", "severity=3", "dataset.batch_size=1", f"hydra.sweep.dir={folder}"]
     env = {**os.environ, **cluster.env, **ENV}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "evaluate.py"), *overrides], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    log = tmp_path / "launcher.log"  # a file, not a pipe: nobody reads a pipe while the test polls
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "evaluate.py"), *overrides], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
         rows = []
@@ -245,19 +252,20 @@ def test_cancelled_job_fails_the_sweep_then_resumes(cluster, tmp_path):
             if rows and any(p.stat().st_size > 0 for p in rows):
                 break
             time.sleep(0.5)
-        assert proc.poll() is None, f"the sweep ended before it could be cancelled:\n{proc.communicate()[0]}"
+        assert proc.poll() is None, f"the sweep ended before it could be cancelled:\n{log.read_text()}"
         assert rows, "no per-image rows appeared within 300 s"
         (cell,) = cell_dirs(folder).values()
         jid = job_id(cell)
         cluster.run("scancel", jid)
         try:
-            output, _ = proc.communicate(timeout=240)
+            proc.wait(timeout=240)
         except subprocess.TimeoutExpired:
             pytest.fail("the launcher still waits 240 s after its job was cancelled")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    output = log.read_text()
     assert proc.returncode != 0, output
     # submitit names the state (no result file) or the job's own error (the run stops on SIGTERM and says so)
     assert "CANCELLED" in output or "SIGTERM" in output, output[-4000:]
