@@ -126,3 +126,33 @@ def test_baselines():
         make_baseline(x, "white")
     with pytest.raises(ConfigError, match="RGB"):
         make_baseline(x[:, :1], "mean")
+
+
+@pytest.mark.parametrize("cls", [GradCAM, LayerCAM, GradCAMPlusPlus])
+def test_one_pass_without_relu_and_recorded_options(cls):
+    method = cls(MODEL, layer="layer4", relu=False, interpolate="nearest")
+    assert method.options == {"layer": "layer4", "relu": False, "interpolate": "nearest"}
+    assert method.layer is MODEL.layer4
+    assert cls(MODEL, layer="stem").layer is MODEL.stem
+    _, maps = method.predict_and_attribute(X)
+    with torch.no_grad():
+        pred = MODEL(X).argmax(dim=1)
+    a, g = _acts_and_grads(pred)
+    formula = {GradCAM: gradcam_ref, LayerCAM: layercam_ref, GradCAMPlusPlus: gradcampp_ref}[cls]
+    want = _upsample(formula(a, g, False), "nearest")
+    assert (want < 0).any()
+    np.testing.assert_allclose(maps.double().numpy(), want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match=r"attribution.options.interpolate='area' is not valid"):
+        cls(MODEL, interpolate="area")
+
+
+def test_baseline_defaults_dtype_and_messages():
+    x = torch.rand(1, 3, 70, 70, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    torch.testing.assert_close(make_baseline(x, "blurred"), gaussian_blur(x, [31, 31], [5.0, 5.0]))  # sigma 5
+    assert make_baseline(x, "mean").dtype == torch.float64
+    with pytest.raises(ConfigError, match=r"^Unknown baseline 'white'. Set attribution.options.baseline to one of: "
+                                          r"black, blurred, mean.$"):
+        make_baseline(x, "white")
+    with pytest.raises(ConfigError, match=r"^The mean baseline is an RGB colour. Set attribution.options.baseline="
+                                          r"black or blurred.$"):
+        make_baseline(x[:, :1], "mean")

@@ -14,6 +14,7 @@ from PIL import Image
 
 from iqa_saliency.corruption import apply_corruption, image_seed
 from iqa_saliency.data.pairs import CorruptedPairs
+from iqa_saliency.data.protocol import Cell, Inputs
 from iqa_saliency.data.sources import ImageRecord, ImageSource
 
 IMAGE = np.random.default_rng(0).integers(40, 216, size=(48, 64, 3), dtype=np.uint8)
@@ -71,14 +72,25 @@ class _SameImage(ImageSource):
 @pytest.mark.parametrize("name", ["gaussian_noise", "impulse_noise"])
 def test_run_dataset_seeds_each_image_by_its_id(name):
     ids = ["a", "b", "c"]
-    pairs = CorruptedPairs(_SameImage(ids), name, 3, seed=5, resize=None, crop=None)
+    pairs = CorruptedPairs(_SameImage(ids), Cell(name, 3, 5), Inputs(resize=None, crop=None))
     out = [pairs[i]["corrupted"].permute(1, 2, 0).numpy() for i in range(len(ids))]
     for image_id, corrupted in zip(ids, out, strict=True):
         want = _imagecorruptions(IMAGE.copy(), name, 3, ref.corruption_seed(5, image_id, name, 3))
         np.testing.assert_array_equal(corrupted, want)
     assert not np.array_equal(out[0], out[1]) and not np.array_equal(out[1], out[2])
-    again = CorruptedPairs(_SameImage(ids[::-1]), name, 3, seed=5, resize=None, crop=None)
+    again = CorruptedPairs(_SameImage(ids[::-1]), Cell(name, 3, 5), Inputs(resize=None, crop=None))
     np.testing.assert_array_equal(again[2]["corrupted"].permute(1, 2, 0).numpy(), out[0])  # "a": same draw
-    other_seed = CorruptedPairs(_SameImage(ids), name, 3, seed=6, resize=None, crop=None)
+    other_seed = CorruptedPairs(_SameImage(ids), Cell(name, 3, 6), Inputs(resize=None, crop=None))
     assert not np.array_equal(other_seed[0]["corrupted"].permute(1, 2, 0).numpy(), out[0])
     np.testing.assert_array_equal(pairs[0]["clean"].permute(1, 2, 0).numpy(), IMAGE)
+
+
+def test_clean_names_and_sizes_at_the_limit():
+    assert apply_corruption(IMAGE, "none", 3, 1) is IMAGE  # 'none' is clean whatever the severity
+    tall = np.random.default_rng(1).integers(0, 256, size=(70, 32, 3), dtype=np.uint8)  # taller than wide
+    seed = ref.corruption_seed(0, "tall", "gaussian_noise", 2)
+    got = apply_corruption(tall.copy(), "gaussian_noise", 2, seed)
+    np.testing.assert_array_equal(got, _imagecorruptions(tall.copy(), "gaussian_noise", 2, seed))  # 32 px works
+    assert got.shape == (70, 32, 3)
+    with pytest.raises(ValueError, match=r"^image is 40x31, below the 32 px minimum$"):
+        apply_corruption(np.zeros((31, 40, 3), np.uint8), "gaussian_noise", 2, 0)

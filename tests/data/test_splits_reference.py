@@ -92,3 +92,66 @@ def test_write_split_csv(tmp_path):
     assert rows[0] == ["image", "label", "split"]
     assert rows[1:] == ([[r.image_id, ["a", "b"][r.label] if r.label >= 0 else "", "train"] for r in src.records]
                         + [[src.records[0].image_id, "a", "val"]])
+
+
+# ------------------------------------------------------------------------------ the original study's split
+
+
+class Recording(Fake):
+    """Fake that records which calls reach it (a subset source must pass them through unchanged)."""
+
+    imagenet_labels = True
+
+    def load_reduced(self, record, min_side):
+        return ("reduced", record.image_id, min_side)
+
+    def stamp(self, record):
+        return f"stamp:{record.image_id}"
+
+
+def test_study_split_is_sklearn_train_test_split_in_its_order():
+    from sklearn.model_selection import train_test_split
+
+    from iqa_saliency.data.splits import study_split
+
+    src = Fake({"a": 10, "b": 6, "c": 5})
+    labels = [r.label for r in src.records]
+    train, val = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=32)
+    assert study_split(src.records) == (train.tolist(), val.tolist())  # defaults: 0.2 and the study's 32
+    train, val = train_test_split(np.arange(len(labels)), test_size=0.3, stratify=labels, random_state=5)
+    assert study_split(src.records, 0.3, 5) == (train.tolist(), val.tolist())
+    part = split_source(src, "val", 0.3, 5, method="study")
+    assert part.indices == val.tolist()  # the study's order, not sorted
+    assert [r.image_id for r in part.records] == [src.records[i].image_id for i in val]
+    assert split_source(src, "train", 0.3, 5, method="study").indices == train.tolist()
+    with pytest.raises(DatasetError, match="cannot be drawn from these 22 images"):
+        study_split(src.records + [ImageRecord("lonely.jpg", 7)], 0.3, 5)
+
+
+def test_subset_source_passes_the_base_through():
+    src = Recording({"a": 3, "b": 2})
+    sub = SubsetSource(src, [4, 0, 2], keep_order=True)
+    assert sub.indices == [4, 0, 2] and sub.imagenet_labels is True and sub.class_names == ["a", "b"]
+    assert sub.load_reduced(sub.records[0], 64) == ("reduced", src.records[4].image_id, 64)
+    assert sub.stamp(sub.records[1]) == f"stamp:{src.records[0].image_id}"
+    assert SubsetSource(src, [4, 0, 2]).indices == [0, 2, 4]
+
+
+def test_split_messages():
+    src = Fake({"a": 4})
+    with pytest.raises(ConfigError, match=r"dataset.split='test' is not valid. Use dataset.split=all, train or val."):
+        split_source(src, "test", 0.2, 0)
+    with pytest.raises(ConfigError, match=r"dataset.split_method='sklearn' is not valid"):
+        split_source(src, "val", 0.2, 0, method="sklearn")
+    with pytest.raises(ConfigError, match=r"out of range. Use a number between 0 and 1, e.g. dataset.val_fraction=0.2"):
+        split_source(src, "val", 1.5, 0)
+    with pytest.raises(DatasetError, match="Use more images or another dataset.val_fraction."):
+        split_source(Fake({"a": 1}), "val", 0.2, 0)
+
+
+def test_split_csv_bytes_and_out_of_range_labels(tmp_path):
+    src = Fake({"a": 1})
+    src.records.append(ImageRecord("odd.jpg", 1))  # a label one past the class names: no name
+    path = tmp_path / "split.csv"
+    write_split_csv(path, {"all": src})
+    assert path.read_bytes() == b"image,label,split\na/000-0.jpg,a,all\nodd.jpg,,all\n"

@@ -97,3 +97,42 @@ def test_mean_std_streams_and_ignores_nan():
     clean = values[~np.isnan(values)]
     assert mean.item() == pytest.approx(clean.mean(), rel=1e-12)
     assert std.item() == pytest.approx(clean.std(ddof=1), rel=1e-9)
+
+
+def test_mean_std_merges_across_processes_by_summing():
+    # what a multi-process (DDP) run does to each process's state: the sums add up
+    parts = [np.array([1.0, 2.0, 3.0]), np.array([10.0, 20.0]), np.array([-4.0])]
+    metrics = [MeanStd(sync_on_compute=False) for _ in parts]
+    for m, p in zip(metrics, parts, strict=True):
+        m.update(torch.tensor(p))
+    for other in metrics[1:]:
+        metrics[0].merge_state(other)
+    mean, std = metrics[0].compute()
+    everything = np.concatenate(parts)
+    assert mean.item() == pytest.approx(everything.mean(), rel=1e-12)
+    assert std.item() == pytest.approx(everything.std(ddof=1), rel=1e-9)
+
+
+def test_run_metrics_sync_across_processes_unless_told_not_to():
+    from iqa_saliency.evaluation.metrics import RunMetrics
+
+    synced, local = RunMetrics(), RunMetrics(sync=False)
+    assert synced.mos.sync_on_compute and all(m.sync_on_compute for m in synced.means.values())
+    assert synced.n_images.sync_on_compute and synced.mos_vs_confidence.sync_on_compute
+    assert not local.mos.sync_on_compute and not any(m.sync_on_compute for m in local.means.values())
+    assert not local.n_images.sync_on_compute and not local.mos_vs_confidence.sync_on_compute
+
+
+def test_run_metrics_stay_float64_when_the_module_is_cast():
+    from iqa_saliency.evaluation.metrics import RunMetrics
+
+    m = RunMetrics(sync=False).half()  # Lightning casts the whole LightningModule to its precision
+    values = np.array([100000.123456, 100000.654321, 100001.5])
+    cols = {"mos": values, "clean_pred_prob": np.array([0.1, 0.2, 0.3]), "correct_top1": np.array([1.0, 0.0, 1.0]),
+            "mos_clean": values + 0.001}
+    m.update({k: torch.tensor(v) for k, v in cols.items()})
+    out = m.compute()
+    assert out["quality/mos_mean"] == pytest.approx(values.mean(), rel=1e-12)
+    assert out["quality/mos_clean_mean"] == pytest.approx(values.mean() + 0.001, rel=1e-12)
+    # sum-of-squares form: float64 cancellation at a 1e5 offset costs ~1e-6 of the std, float16 would lose it all
+    assert out["quality/mos_std"] == pytest.approx(values.std(ddof=1), rel=1e-4)

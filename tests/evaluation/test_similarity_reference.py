@@ -147,3 +147,12 @@ def test_quality_map_variants():
     torch.testing.assert_close(select_quality_map("raw", local, clean), local)
     torch.testing.assert_close(select_quality_map("inverted", local, clean), 100.0 - local)
     torch.testing.assert_close(select_quality_map("drop", local, clean), clean - local)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_every_metric_on_cuda_matches_the_references():
+    got = {k: v.cpu().numpy() for k, v in compare_maps(t(Q).cuda(), t(P).cuda()).items()}
+    for i in range(len(Q)):
+        want = ref.similarities(Q[i], P[i])
+        for name, values in got.items():
+            assert values[i] == pytest.approx(want[f"sim_{name}"], rel=1e-9), name

@@ -95,3 +95,86 @@ def test_forward_global_score_and_local_map_by_hand(fast_pool):
     torch.testing.assert_close(local, scores[:, 1:].reshape(2, 4, 4))
     assert local[1, 2, 3] == scores[1, 1 + 2 * 4 + 3]  # row-major: row 2, column 3
     assert np.isfinite(local.numpy()).all()
+
+
+def _by_hand(model: PaQ2PiQ, x: torch.Tensor) -> torch.Tensor:
+    """Every box pooled by torchvision's roi_pool and scored by the head, in one batch."""
+    h, w = x.shape[-2:]
+    g = model.grid
+    ys = np.linspace(0, h, g + 1)
+    xs = np.linspace(0, w, g + 1)
+    boxes = torch.tensor([[0, 0, w, h]] + [[xs[j], ys[i], xs[j + 1], ys[i + 1]] for i in range(g) for j in range(g)],
+                         dtype=torch.float32)
+    feats = model.body(x)
+    index = torch.arange(len(x), dtype=torch.float32).repeat_interleave(len(boxes))[:, None]
+    pooled = roi_pool(feats, torch.cat([index, boxes.repeat(len(x), 1)], dim=1), (2, 2), spatial_scale=1 / 32)
+    return model.head(pooled).view(len(x), len(boxes))
+
+
+@pytest.mark.parametrize("fast_pool", [False, True])
+def test_full_grid_at_224_with_shared_boxes_then_another_size(fast_pool):
+    torch.manual_seed(1)
+    model = PaQ2PiQ(fast_pool=fast_pool).eval()
+    x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), _by_hand(model, x), rtol=1e-5, atol=1e-5)
+        y = torch.rand(1, 3, 160, 256, generator=torch.Generator().manual_seed(4))
+        torch.testing.assert_close(model(y), _by_hand(model, y), rtol=1e-5, atol=1e-5)  # its own layout
+
+
+def test_training_mode_scores_every_box_in_one_batchnorm_batch():
+    torch.manual_seed(2)
+    model = PaQ2PiQ(grid=4)
+    for m in model.head:
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        model.eval()
+        model(x)  # an eval pass first: its cached rows must not leak into training
+        model.train()
+        out = model(x)
+        model.train()
+        want = _by_hand(model, x)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooled", [(2, 2), (2, 3), (3, 1)])
+def test_roipool_bins_equal_torchvision_on_arbitrary_boxes(pooled):
+    g = torch.Generator().manual_seed(6)
+    feats = torch.randn(1, 2, 5, 7, generator=g)
+    xy = torch.rand(40, 4, generator=g) * torch.tensor([300.0, 220.0, 300.0, 220.0]) - 30
+    boxes = torch.stack([xy[:, 0], xy[:, 1], xy[:, 0] + xy[:, 2].abs() / 3, xy[:, 1] + xy[:, 3].abs() / 3], dim=1)
+    boxes = torch.cat([boxes, torch.tensor([[16.0, 16.0, 16.0, 16.0], [48.0, 80.0, 47.0, 79.0],
+                                            [208.0, 144.0, 240.0, 176.0], [-50.0, -50.0, -40.0, -40.0]])])
+    bins = roipool_bins(boxes, 5, 7, 1 / 32, pooled)
+    got = GridRoIPool(bins)(feats)
+    want = roi_pool(feats, torch.cat([torch.zeros(len(boxes), 1), boxes], dim=1), pooled, spatial_scale=1 / 32)
+    torch.testing.assert_close(got, want)
+
+
+def test_block_rois_at_fractional_edges():
+    got = block_rois(100, 70, grid=3)
+    ys, xs = np.linspace(0, 100, 4), np.linspace(0, 70, 4)
+    want = [[0, 0, 70, 100]] + [[xs[j], ys[i], xs[j + 1], ys[i + 1]] for i in range(3) for j in range(3)]
+    assert got.dtype == torch.float32
+    assert torch.equal(got, torch.tensor(np.array(want, dtype=np.float64).astype(np.float32)))
+
+
+def test_fit_is_the_studys_adapt_from_dir():
+    scores = [70.2, 71.9, 72.5, 72.1, 75.0, 60.0, float("nan"), 72.9, 71.2]
+    fitted = ScoreNormalizer.fit(scores)
+    # integer parts 70 71 72 72 75 60 72 71: 72 is the most common
+    left = np.array([70.2, 71.9, 60.0, 71.2])
+    right = np.array([72.5, 72.1, 75.0, 72.9])
+    assert fitted.peak == 72.0
+    assert fitted.std_left == pytest.approx(np.sqrt(np.mean((left - 72) ** 2)), rel=1e-12)
+    assert fitted.std_right == pytest.approx(np.sqrt(np.mean((right - 72) ** 2)), rel=1e-12)
+    assert (fitted.n_std, fitted.clip_max, fitted.name) == (3.5, 99.9, "fit")
+    assert ScoreNormalizer.fit([72.0, 80.5], name="clive").name == "clive"
+    at_peak = ScoreNormalizer.fit([72.0, 72.4, 80.0])  # a score equal to the peak belongs to the right side
+    assert math.isnan(at_peak.std_left)
+    assert at_peak.std_right == pytest.approx(np.sqrt(np.mean(np.array([0.0, 0.4, 8.0]) ** 2)))
+    assert ScoreNormalizer.fit([5.5, 9.1, 5.2, 9.7]).peak == 5.0  # a tie: the one met first
+    with pytest.raises(ValueError, match="no scores to fit the normalisation to"):
+        ScoreNormalizer.fit([float("nan")])

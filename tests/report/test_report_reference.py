@@ -241,3 +241,79 @@ def test_with_clean_points_copies_clean_cells_to_each_corruption():
     out = with_clean_points(df)
     assert list(zip(out["corruption"], out["severity"], out["acc_top1"], strict=True)) == [
         ("fog", 0, 0.9), ("fog", 1, 0.7), ("snow", 0, 0.85), ("snow", 2, 0.5)]
+
+
+# ------------------------------------------------------------------------------------------ edge cases
+
+
+def test_defaults_are_1000_resamples_seed_0_and_95_percent(tmp_path):
+    values = np.random.default_rng(4).normal(size=17)
+    assert bootstrap_ci(values) == pytest.approx(ref.percentile_bootstrap(values, 1000, 0, 0.95), rel=1e-12)
+    rows = pd.DataFrame({"image": [str(i) for i in range(17)], "sim_cc": values})
+    out = summarize_cells([_cell(tmp_path, "fog", 1, {}, rows)]).iloc[0]
+    assert (out["sim_cc_ci_low"], out["sim_cc_ci_high"]) == pytest.approx(
+        ref.percentile_bootstrap(values, 1000, 0, 0.95), rel=1e-12)
+
+
+def test_bootstrap_ci_of_two_values_resamples():
+    got = bootstrap_ci([1.0, 3.0], n_boot=400, seed=2)
+    assert got == pytest.approx(ref.percentile_bootstrap([1.0, 3.0], 400, 2, 0.95))
+    assert got[0] < got[1]
+
+
+def test_summary_csv_attribution_n_and_index(tmp_path):
+    rows = pd.DataFrame({"image": ["a", "b"], "sim_cc": [0.5, 0.6]})
+    cells = [_cell(tmp_path, "snow", 2, {}, rows, n_images=7), _cell(tmp_path, "fog", 1, {}, rows, n_images=9)]
+    cells[0].summary["attribution"] = "saliency"  # sorts after gradcam: the rows swap
+    out = summarize_cells(cells, n_boot=10)
+    assert out["n"].tolist() == [9, 7]  # summary.json's count (skipped images aside), not len(rows)
+    assert out["attribution"].tolist() == ["gradcam", "saliency"]
+    assert out.index.tolist() == [0, 1]
+
+
+def test_correlation_edges():
+    three = pd.DataFrame({"mos_mean": [1.0, 2.0, 3.0], "acc_top1": [0.2, 0.1, 0.5]})
+    assert correlation_across_cells(three)["pearson"] == pytest.approx(
+        stats.pearsonr(three["mos_mean"], three["acc_top1"]).statistic)
+    two_values = pd.DataFrame({"mos_mean": [1.0, 1.0, 2.0, 2.0], "acc_top1": [0.5, 0.5, 0.7, 0.9]})
+    assert correlation_across_cells(two_values)["spearman"] == pytest.approx(
+        stats.spearmanr(two_values["mos_mean"], two_values["acc_top1"]).statistic)
+    swapped = two_values.rename(columns={"mos_mean": "acc_top1", "acc_top1": "mos_mean"})
+    assert correlation_across_cells(swapped)["spearman"] == pytest.approx(
+        stats.spearmanr(two_values["mos_mean"], two_values["acc_top1"]).statistic)
+    one_constant = pd.DataFrame({"mos_mean": [1.0, 2.0, 3.0], "acc_top1": [0.5, 0.5, 0.5]})
+    out = correlation_across_cells(one_constant)
+    assert set(out) == {"n", "spearman", "spearman_p", "pearson", "pearson_p"} and out["n"] == 3
+    assert all(math.isnan(out[k]) for k in ("spearman", "spearman_p", "pearson", "pearson_p"))
+
+
+def test_clean_error_is_an_error_not_an_accuracy_and_one_row_per_image(tmp_path):
+    a = pd.DataFrame({"image": ["i1", "i2", "i3", "i4"], "label": [1, 2, 3, 4], "clean_pred": [1, 0, 0, 0]})
+    b = pd.DataFrame({"image": ["i1"], "label": [1], "clean_pred": [5]})  # the same image again: counted once
+    assert clean_error([_cell(tmp_path, "fog", 1, {}, a), _cell(tmp_path, "fog", 2, {}, b)]) == pytest.approx(3 / 4)
+
+
+def test_corruption_errors_ignore_missing_values_in_other_columns():
+    grid = _grid({"fog": [0.9, 0.8, 0.7, 0.6, 0.5]}).assign(mos_std=[np.nan, 1.0, 2.0, 3.0, 4.0])
+    table = corruption_errors(grid, 0.1)
+    assert table["corruption"].tolist() == ["fog"]
+
+
+def test_load_cells_reads_summary_and_blank_cells_as_nan(tmp_path):
+    run = tmp_path / "0_a"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"corruption": "fog", "severity": 1, "metrics": {"acc/top1": 0.5}}))
+    (run / "per_image.csv").write_text("image,sim_cc,label\nx,,3\ny,0.5,\n")
+    (cell,) = load_cells(tmp_path)
+    assert cell.summary == {"corruption": "fog", "severity": 1, "metrics": {"acc/top1": 0.5}}
+    assert math.isnan(cell.rows["sim_cc"][0]) and math.isnan(cell.rows["label"][1])
+
+
+def test_with_clean_points_index_is_fresh():
+    df = pd.DataFrame([
+        {"corruption": "snow", "severity": 2, "variant": "v", "acc_top1": 0.5},
+        {"corruption": "none", "severity": 0, "variant": "v", "acc_top1": 0.9},
+        {"corruption": "fog", "severity": 1, "variant": "v", "acc_top1": 0.7},
+    ])
+    out = with_clean_points(df)
+    assert out.index.tolist() == list(range(len(out)))
