@@ -31,6 +31,7 @@ from iqa_saliency.attribution.registry import build_attribution
 from iqa_saliency.corruption import apply_corruption, image_seed
 from iqa_saliency.data.images import prepare_image
 from iqa_saliency.data.pairs import CorruptedPairs, collate_pairs
+from iqa_saliency.data.protocol import Cell, Inputs
 from iqa_saliency.data.sources import SAMPLE_IMAGES, ImageRecord, ImageSource, SampleImages
 from iqa_saliency.evaluation.similarity import compare_maps, pearson_cc
 from iqa_saliency.heap import reuse_freed_heap
@@ -232,7 +233,7 @@ def pipeline_run(n: int, corruption: str, severity: int, method: str, size: int,
     import pytorch_lightning as pl
 
     from iqa_saliency.evaluation.cell import run_evaluation
-    from iqa_saliency.evaluation.settings import Cell, EvaluationModels, Explanation, Inputs, Outputs, Speed
+    from iqa_saliency.evaluation.settings import EvaluationModels, Explanation, Outputs, Speed
 
     source = CycledSamples(n)
     quality, quality_weights = load_paq2piq(pretrained=False)
@@ -355,8 +356,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         sweep = add(pipeline("pipeline end to end in a sweep (clean pass cached)", clean_cache=caches[0]))
         results["ratio_pipeline_vs_loop"] = round(cold.rate / base.rate, 2)
         results["ratio_sweep_pipeline_vs_loop"] = round(sweep.rate / base.rate, 2)
-        dataset = CorruptedPairs(source, args.corruption, args.severity, 0,
-                                 resize=256 if args.size == 224 else None, crop=args.size)
+        dataset = CorruptedPairs(source, Cell(args.corruption, args.severity, 0),
+                                 Inputs(resize=256 if args.size == 224 else None, crop=args.size))
         batches: list[dict[str, Any]] = []
         add(timed(f"corruption ({args.corruption} s{args.severity}) in {workers} workers", args.images,
                   lambda: batches.extend(load_pairs(dataset, args.batch_size, workers)), device))
@@ -391,7 +392,8 @@ def compare_bf16(args: argparse.Namespace) -> dict[str, Any]:
     fast = Models(device, args.method, channels_last=True)
     fast.quality.load_state_dict(fp32.quality.state_dict())
     fast.clf.load_state_dict(fp32.clf.state_dict())
-    dataset = CorruptedPairs(CycledSamples(args.images), args.corruption, args.severity, 0, resize=256, crop=224)
+    dataset = CorruptedPairs(CycledSamples(args.images), Cell(args.corruption, args.severity, 0),
+                             Inputs(resize=256, crop=224))
     batches = load_pairs(dataset, args.batch_size, args.workers if args.workers >= 0 else 0)
     diffs: dict[str, list[float]] = {"mos_abs": [], "local_abs": [], "prob_abs": [], "attr_cc": [], "same_pred": []}
     for batch in batches:

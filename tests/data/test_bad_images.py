@@ -13,6 +13,7 @@ from PIL import Image
 
 from iqa_saliency.data import images as data
 from iqa_saliency.data.pairs import CorruptedPairs
+from iqa_saliency.data.protocol import Cell, Inputs
 from iqa_saliency.data.sources import ImageFolder
 
 W, H = 64, 48
@@ -29,7 +30,7 @@ def picture(w: int = W, h: int = H, seed: int = 0) -> np.ndarray:
 def load_one(folder: Path, name: str, resize: int | None = None, crop: int | None = None,
              corruption: str = "contrast", severity: int = 1) -> dict:
     """The dataset item of file `name` in `folder` (a flat folder: labels do not matter)."""
-    ds = CorruptedPairs(ImageFolder(folder), corruption, severity, seed=0, resize=resize, crop=crop)
+    ds = CorruptedPairs(ImageFolder(folder), Cell(corruption, severity, 0), Inputs(resize=resize, crop=crop))
     index = [r.image_id for r in ds.source.records].index(name)
     return ds[index]
 

@@ -12,6 +12,7 @@ from PIL import Image
 
 from iqa_saliency.data.images import MAX_PREPARED_PIXELS, check_pixels, prepare_image
 from iqa_saliency.data.pairs import CorruptedPairs
+from iqa_saliency.data.protocol import Cell, Inputs
 from iqa_saliency.data.sources import NO_LABEL, ImageFolder
 
 
@@ -45,7 +46,7 @@ def test_symlinks_followed_once_loops_and_escapes_listed(tmp_path):
     assert set(source.unusable) == {"again", "cat/up", "cat/same.png", "dog/linked.png", "dog/loop_a.png",
                                     "dog/loop_b.png", "dog/out.png"}
     assert "loop" in source.unusable["dog/loop_a.png"] and "outside" in source.unusable["dog/out.png"]
-    pairs = CorruptedPairs(source, "contrast", 1, seed=0, resize=64, crop=64)
+    pairs = CorruptedPairs(source, Cell("contrast", 1, 0), Inputs(resize=64, crop=64))
     items = [pairs[i] for i in range(len(pairs))]
     errors = {it["image_id"]: it["error"] for it in items if "error" in it}
     assert set(errors) == set(source.unusable)  # each reaches skipped.csv with its reason
@@ -72,5 +73,5 @@ def test_amplifying_resize_is_refused_before_allocating(tmp_path):
         prepare_image(Image.open(path), 64, 64, max_pixels=1_000_000)
     assert prepare_image(Image.open(path), 64, 64).size == (64, 64)  # under the default budget
     source = ImageFolder(tmp_path)
-    item = CorruptedPairs(source, "contrast", 1, seed=0, resize=64, crop=64, max_pixels=1_000_000)[0]
+    item = CorruptedPairs(source, Cell("contrast", 1, 0), Inputs(resize=64, crop=64, max_pixels=1_000_000))[0]
     assert "dataset.max_pixels" in item["error"]  # a skipped image with its reason, not a stopped run

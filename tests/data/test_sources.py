@@ -10,6 +10,7 @@ from PIL import Image
 
 from iqa_saliency.data.images import prepare_image
 from iqa_saliency.data.pairs import CorruptedPairs, collate_pairs
+from iqa_saliency.data.protocol import Cell, Inputs
 from iqa_saliency.data.sources import SAMPLE_IMAGES, ImageFolder, SampleImages
 from iqa_saliency.errors import DatasetError
 
@@ -66,7 +67,7 @@ def test_resize_then_crop_like_imagenet_c():
 def test_pairs_and_unreadable_file(tmp_path):
     make_image(tmp_path / "good.png", size=(64, 64))
     (tmp_path / "bad.jpg").write_text("not an image")
-    ds = CorruptedPairs(ImageFolder(tmp_path), "contrast", 2, seed=0, resize=None, crop=None)
+    ds = CorruptedPairs(ImageFolder(tmp_path), Cell("contrast", 2, 0), Inputs(resize=None, crop=None))
     batch = collate_pairs([ds[0], ds[1]])
     assert [it["image_id"] for it in batch["skipped"]] == ["bad.jpg"]
     assert "UnidentifiedImageError" in batch["skipped"][0]["error"]
@@ -126,6 +127,6 @@ def test_an_interrupt_inside_compiled_code_is_not_a_skipped_image():
 
     source = SampleImages(["chelsea"])
     with pytest.raises(KeyboardInterrupt):
-        CorruptedPairs(source, "contrast", 2, seed=0, resize=64, crop=64, corrupt_fn=interrupted)[0]
-    item = CorruptedPairs(source, "contrast", 2, seed=0, resize=64, crop=64, corrupt_fn=broken)[0]
+        CorruptedPairs(source, Cell("contrast", 2, 0), Inputs(resize=64, crop=64), corrupt_fn=interrupted)[0]
+    item = CorruptedPairs(source, Cell("contrast", 2, 0), Inputs(resize=64, crop=64), corrupt_fn=broken)[0]
     assert item["error"] == "SystemError: a real failure"

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from iqa_saliency.data.loading import ShardSampler
 from iqa_saliency.data.pairs import CorruptedPairs
+from iqa_saliency.data.protocol import Cell, Inputs
 from iqa_saliency.data.sources import SampleImages
 
 FAST = ["pretrained=false", "logger=none", "trainer.enable_progress_bar=false"]
@@ -31,7 +32,7 @@ def test_shards_cover_each_image_once_and_an_empty_rank_still_meets_the_others()
 
 @pytest.mark.parametrize("corruption", RANDOM)
 def test_random_corruption_is_the_same_in_any_worker(corruption):
-    ds = CorruptedPairs(SampleImages(["chelsea", "coffee"]), corruption, 3, seed=7, resize=None, crop=64)
+    ds = CorruptedPairs(SampleImages(["chelsea", "coffee"]), Cell(corruption, 3, 7), Inputs(resize=None, crop=64))
     in_main = [ds[i]["corrupted"].numpy() for i in range(len(ds))]
     # two worker processes, images in the other order: each image is still seeded by (seed, image, cell)
     loader = DataLoader(ds, batch_size=1, num_workers=2, sampler=[1, 0], collate_fn=lambda b: b[0])
@@ -39,7 +40,7 @@ def test_random_corruption_is_the_same_in_any_worker(corruption):
     for i, array in enumerate(in_main):
         np.testing.assert_array_equal(in_workers[i], array)
     assert not np.array_equal(in_main[0], ds[0]["clean"].numpy())
-    other_seed = CorruptedPairs(ds.source, corruption, 3, seed=8, resize=None, crop=64)[0]["corrupted"].numpy()
+    other_seed = CorruptedPairs(ds.source, Cell(corruption, 3, 8), Inputs(resize=None, crop=64))[0]["corrupted"].numpy()
     assert not np.array_equal(other_seed, in_main[0])  # the seed really drives the randomness
 
 

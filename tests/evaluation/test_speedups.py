@@ -109,9 +109,10 @@ def test_one_pass_prediction_and_map_equal_the_two_pass_path(method):
 def _evaluate_cell(run_dir, names, clean_cache_dir, workers, source=None, fold_batchnorm=True):
     import pytorch_lightning as pl
 
+    from iqa_saliency.data.protocol import Cell, Inputs
     from iqa_saliency.data.sources import SampleImages
     from iqa_saliency.evaluation.cell import run_evaluation
-    from iqa_saliency.evaluation.settings import Cell, EvaluationModels, Explanation, Inputs, Outputs, Speed
+    from iqa_saliency.evaluation.settings import EvaluationModels, Explanation, Outputs, Speed
     from iqa_saliency.models.classifier import load_classifier
     from iqa_saliency.models.paq2piq import load_paq2piq
 
@@ -283,9 +284,10 @@ def test_quality_attribution_is_captums_gradcam_of_the_images_compared(tmp_path,
 
     from iqa_saliency.corruption import image_seed
     from iqa_saliency.data.images import prepare_image
+    from iqa_saliency.data.protocol import Cell, Inputs
     from iqa_saliency.data.sources import SampleImages
     from iqa_saliency.evaluation.cell import run_evaluation
-    from iqa_saliency.evaluation.settings import Cell, EvaluationModels, Explanation, Inputs, Outputs
+    from iqa_saliency.evaluation.settings import EvaluationModels, Explanation, Outputs
     from iqa_saliency.models.classifier import load_classifier
     from iqa_saliency.models.paq2piq import GlobalScore
 

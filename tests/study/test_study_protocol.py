@@ -19,6 +19,7 @@ from iqa_saliency.attribution.registry import ATTRIBUTION_METHODS, build_attribu
 from iqa_saliency.corruption import image_seed
 from iqa_saliency.data.mit_indoor import MITIndoor
 from iqa_saliency.data.pairs import CorruptedPairs
+from iqa_saliency.data.protocol import Cell, Inputs
 from iqa_saliency.data.quality_filter import fit_files, fit_normalizer, resolve_normalizer, scores_from_mos_csv
 from iqa_saliency.data.selection import Selection, select_images
 from iqa_saliency.data.splits import split_source
@@ -47,8 +48,8 @@ def big_root(tmp_path_factory) -> Path:
 
 
 def study_pairs(root: Path, corruption: str, severity: int, seed: int = 0) -> CorruptedPairs:
-    return CorruptedPairs(MITIndoor(root, decode="imagefolder"), corruption, severity, seed, resize=None, crop=224,
-                          corrupt_at="full_size", small="pad")
+    return CorruptedPairs(MITIndoor(root, decode="imagefolder"), Cell(corruption, severity, seed),
+                          Inputs(resize=None, crop=224, corrupt_at="full_size", small="pad"))
 
 
 def as_study_tensor(chw_uint8: torch.Tensor) -> torch.Tensor:
@@ -89,8 +90,8 @@ def test_image_smaller_than_the_crop_pads_like_the_study_or_upscales(study_root)
     assert torch.equal(as_study_tensor(padded["corrupted"]),
                        ref.study_transform(Image.open(path), "zoom_blur", 1))
     assert padded["clean"][:, :36].sum() == 0 and padded["clean"][:, :, :13].sum() == 0  # (224-151)//2, (224-197)//2
-    upscaled = CorruptedPairs(MITIndoor(root, decode="imagefolder"), "zoom_blur", 1, 0, resize=None, crop=224,
-                              corrupt_at="full_size", small="upscale")[index]
+    upscaled = CorruptedPairs(MITIndoor(root, decode="imagefolder"), Cell("zoom_blur", 1, 0),
+                              Inputs(resize=None, crop=224, corrupt_at="full_size", small="upscale"))[index]
     assert upscaled["clean"].shape == (3, 224, 224) and upscaled["clean"][:, :36].float().mean() > 20
 
 
@@ -109,14 +110,14 @@ def test_cached_clean_image_still_corrupts_the_full_size_image(study_root):
         a, b = plain[i], cached[i]
         assert torch.equal(a["clean"], b["clean"]) and torch.equal(a["corrupted"], b["corrupted"])
         assert b["cached_clean"] is not None
-    crop_first = CorruptedPairs(MITIndoor(root, decode="imagefolder"), "zoom_blur", 2, 0, resize=None, crop=224,
-                                corrupt_at="crop", small="pad")
+    crop_first = CorruptedPairs(MITIndoor(root, decode="imagefolder"), Cell("zoom_blur", 2, 0),
+                                Inputs(resize=None, crop=224, corrupt_at="crop", small="pad"))
     assert not torch.equal(crop_first[0]["corrupted"], plain[0]["corrupted"])
 
 
 def test_unknown_corrupt_at_is_a_config_error(study_root):
     with pytest.raises(ConfigError, match="dataset.corrupt_at=crop or full_size"):
-        CorruptedPairs(MITIndoor(study_root[0]), "zoom_blur", 1, 0, corrupt_at="before")
+        CorruptedPairs(MITIndoor(study_root[0]), Cell("zoom_blur", 1, 0), Inputs(corrupt_at="before"))
 
 
 def test_official_layout_images_folder(tmp_path, study_root):

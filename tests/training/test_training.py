@@ -78,10 +78,11 @@ def test_lightning_checkpoint_loads_with_weights_only_into_the_same_network(tmp_
 
 def test_validation_images_are_the_ones_evaluate_sees(class_folder):
     from iqa_saliency.data.pairs import CorruptedPairs
+    from iqa_saliency.data.protocol import Cell, Inputs
     from iqa_saliency.training.module import eval_transform
 
     source = ImageFolder(class_folder)
-    pairs = CorruptedPairs(source, "none", 0, seed=0, resize=72, crop=64)
+    pairs = CorruptedPairs(source, Cell("none", 0, 0), Inputs(resize=72, crop=64))
     transform = eval_transform(72, 64)
     for i, record in enumerate(source.records):
         expected = pairs[i]["clean"].float() / 255

@@ -15,14 +15,19 @@ from ..io.entries import DamagedEntry, discard_entry, read_entry, write_entry
 class CachedCorruption:
     """A drop-in for apply_corruption that stores results by (image content, corruption, severity, seed, backend).
 
+    `backend`: "numpy" (imagecorruptions; its version is in the key) or the torch backend's identity on a device
+    (`torch_backend_id`): entries of one backend are never served to the other. With torch the corruption runs in
+    the evaluation step; DataLoader workers `lookup` entries and the step `store`s the new ones.
+
     Safe to share between DataLoader workers, parallel jobs and processes racing on one entry: entries are written
     atomically (temporary file, fsync, rename). Each carries a sha256 of its pixels; a damaged, truncated or
     empty entry is deleted with a log line and recomputed, never used.
     """
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, backend: str = "numpy") -> None:
         self.root = Path(root)
-        self.backend = backend_version()
+        # numpy's key is the reference's version alone, so entries written before the torch backend stay valid
+        self.backend = backend_version() if backend == "numpy" else f"{backend}|{backend_version()}"
 
     def path(self, image: np.ndarray, name: str, severity: int, seed: int) -> Path:
         digest = hashlib.sha256()
@@ -32,9 +37,8 @@ class CachedCorruption:
         key = digest.hexdigest()
         return self.root / name / str(severity) / key[:2] / f"{key}.npz"
 
-    def __call__(self, image: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray:
-        if is_clean(name, severity):
-            return image
+    def lookup(self, image: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray | None:
+        """The stored corrupted image, or None (a damaged entry is deleted with a log line)."""
         path = self.path(image, name, severity, seed)
         try:
             cached = read_entry(path).get("image")
@@ -42,9 +46,29 @@ class CachedCorruption:
                 raise DamagedEntry("not an image of the input's shape")
             return cached
         except FileNotFoundError:
-            pass
+            return None
         except DamagedEntry as exc:
             discard_entry(path, exc, "corruption-cache entry")
+            return None
+
+    def store(self, image: np.ndarray, name: str, severity: int, seed: int, out: np.ndarray) -> None:
+        """Store `out`, the corruption of `image` (atomically; a racing writer stores the same pixels)."""
+        write_entry(self.path(image, name, severity, seed), {"image": np.ascontiguousarray(out)})
+
+    def __call__(self, image: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray:
+        if is_clean(name, severity):
+            return image
+        cached = self.lookup(image, name, severity, seed)
+        if cached is not None:
+            return cached
         out = apply_corruption(image, name, severity, seed)
-        write_entry(path, {"image": out})
+        self.store(image, name, severity, seed, out)
         return out
+
+
+def torch_backend_id(device_type: str) -> str:
+    """The corruption cache's backend for the torch backend on a device type: float results of the filters may
+    differ in the last bits between torch versions and devices, so each has its own entries."""
+    import torch
+
+    return f"torch=={torch.__version__}|{device_type}"

@@ -17,10 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from ..attribution.registry import check_attribution, method_defaults
 from ..corruption import check_corruption
 from ..data.loading import resolve_num_workers
+from ..data.protocol import Cell, Inputs
 from ..data.selection import Selection, select_images
 from ..errors import WeightsUnavailableError, exit_on_user_error, find_user_error
 from ..evaluation.cell import run_evaluation
-from ..evaluation.settings import Cell, EvaluationModels, Explanation, Inputs, Outputs, Speed
+from ..evaluation.settings import EvaluationModels, Explanation, Outputs, Speed
 from ..evaluation.similarity import check_quality_map
 from ..io.atomic import check_writable
 from ..io.resume import check_run_folder, is_complete, launch_rank, read_summary
@@ -63,8 +64,9 @@ def settings(cfg: DictConfig, run_dir: str, clean_cache_dir: str | None, process
     inputs = Inputs(resize=data.resize, crop=data.crop, corrupt_at=data.get("corrupt_at", "crop"),
                     small=data.get("small", "upscale"), max_pixels=data.get("max_pixels", Inputs.max_pixels),
                     batch_size=data.batch_size, num_workers=resolve_num_workers(data.num_workers, processes),
-                    save_images=data.save_images)
+                    save_images=data.save_images, corruption_backend=cfg.get("corruption_backend", "numpy"))
     outputs = Outputs(run_dir=run_dir, figures=cfg.figures, save_maps=cfg.save_maps, resume=cfg.resume,
+                      maps_format=cfg.get("maps_format", "npz"),
                       clean_cache_dir=clean_cache_dir, corruption_cache_dir=cfg.corruption_cache,
                       config=OmegaConf.to_container(cfg, resolve=True))
     return cell, inputs, outputs, Speed(channels_last=cfg.channels_last, fold_batchnorm=cfg.fold_batchnorm)

@@ -15,14 +15,17 @@ from typing import Any
 import pytorch_lightning as pl
 
 from ..caches.clean import CleanCache
-from ..caches.corruption import CachedCorruption
-from ..corruption import apply_corruption, backend_version
+from ..caches.corruption import CachedCorruption, torch_backend_id
+from ..corruption import apply_corruption
+from ..corruption.backends import BackendChoice, choose_backend
 from ..data.loading import fixed_batches
 from ..data.pairs import CorruptedPairs
+from ..data.protocol import Cell, Inputs
 from ..data.sources import NO_LABEL, ImageSource
 from ..errors import ConfigError, DatasetError, OutputError
 from ..heap import reuse_freed_heap
 from ..io.lock import RunLock
+from ..io.maps import check_maps_format
 from ..io.provenance import provenance
 from ..io.resume import launch_rank, start_run
 from ..io.run_writer import RunWriter
@@ -30,7 +33,7 @@ from ..io.schema import SUMMARY
 from ..models.classifier import FOLDER_ORDER, Classifier
 from .metrics import summarize_rows
 from .module import EvaluationModule, PairData, Preview
-from .settings import Cell, EvaluationModels, Explanation, Inference, Inputs, Outputs, Speed
+from .settings import EvaluationModels, Explanation, Inference, Outputs, Speed
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +151,19 @@ def _decode(source: ImageSource) -> str | None:
     return getattr(source, "decode", None)
 
 
+def _pairs(source: ImageSource, cell: Cell, inputs: Inputs, labels: list[int], outputs: Outputs,
+           backend: BackendChoice, device_type: str, cached_clean: Any) -> CorruptedPairs:
+    """The dataset: corrupting in its workers (numpy), or leaving the corruption to the evaluation step (torch;
+    the workers then only decode, resize and crop, and look the corruption cache up)."""
+    cache_dir = outputs.corruption_cache_dir
+    if backend.used == "torch":
+        lookup = CachedCorruption(cache_dir, torch_backend_id(device_type)).lookup if cache_dir else None
+        return CorruptedPairs(source, cell, inputs, labels, corrupt_fn=None, cached_clean=cached_clean,
+                              corrupt_lookup=lookup)
+    corrupt_fn = CachedCorruption(cache_dir) if cache_dir else apply_corruption
+    return CorruptedPairs(source, cell, inputs, labels, corrupt_fn=corrupt_fn, cached_clean=cached_clean)
+
+
 def run_evaluation(source: ImageSource, models: EvaluationModels, trainer: pl.Trainer, cell: Cell, inputs: Inputs,
                    explain: Explanation, outputs: Outputs, speed: Speed | None = None, infer: Inference | None = None
                    ) -> EvaluationResult:
@@ -156,21 +172,19 @@ def run_evaluation(source: ImageSource, models: EvaluationModels, trainer: pl.Tr
     outputs.resume finishes an interrupted run in outputs.run_dir: images already on disk are not computed again.
     `infer` replaces the model calls (the benchmark's host-side bound); None runs the models.
     """
-    started = time.time()
     reuse_freed_heap()
     # the process that launched the run holds the folder's lock (DDP ranks it starts work under it)
     lock = RunLock(outputs.run_dir).acquire() if launch_rank() == 0 else None
     try:
-        return _run_locked(source, models, trainer, cell, inputs, explain, outputs, speed or Speed(), infer,
-                           started)
+        return _run_locked(source, models, trainer, cell, inputs, explain, outputs, speed or Speed(), infer)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _run_locked(source: ImageSource, models: EvaluationModels, trainer: pl.Trainer, cell: Cell, inputs: Inputs,
-                explain: Explanation, outputs: Outputs, speed: Speed, infer: Inference | None, started: float
-                ) -> EvaluationResult:
+                explain: Explanation, outputs: Outputs, speed: Speed, infer: Inference | None) -> EvaluationResult:
+    started = time.time()
     run_dir, config = Path(outputs.run_dir), outputs.config
     if outputs.resume and (run_dir / SUMMARY).exists():
         log.info("%s already holds a complete run; nothing to do.", run_dir)
@@ -185,11 +199,11 @@ def _run_locked(source: ImageSource, models: EvaluationModels, trainer: pl.Train
     todo = start_run(writer, [r.image_id for r in source.records], outputs.resume, config,
                      stamps=[source.stamp(r) for r in source.records], identity=identity)
     clean_cache = _clean_cache(models, cell, inputs, explain, labels, outputs.clean_cache_dir, source, numerics)
-    corrupt_fn = CachedCorruption(outputs.corruption_cache_dir) if outputs.corruption_cache_dir else apply_corruption
-    dataset = CorruptedPairs(source, cell.corruption, cell.severity, cell.seed, resize=inputs.resize,
-                             crop=inputs.crop, labels=labels, corrupt_fn=corrupt_fn,
-                             cached_clean=clean_cache.read if clean_cache else None, corrupt_at=inputs.corrupt_at,
-                             small=inputs.small, max_pixels=inputs.max_pixels)
+    device_type = trainer.strategy.root_device.type
+    backend = choose_backend(inputs.corruption_backend, cell.corruption, cell.severity, device_type)
+    check_maps_format(outputs.maps_format, inputs.crop)
+    dataset = _pairs(source, cell, inputs, labels, outputs, backend, device_type,
+                     clean_cache.read if clean_cache else None)
     module = EvaluationModule(models, explain, cell, inputs, outputs, speed, writer, clean_cache=clean_cache,
                               infer=infer)
     # a batch with any image left is computed whole, so the resumed images see the batch they would have seen
@@ -251,7 +265,7 @@ def _run_locked(source: ImageSource, models: EvaluationModels, trainer: pl.Train
             "untrained": quality_weights.name == "untrained" or classifier.weights.name == "untrained",
         },
         "classifier": {"arch": classifier.arch, "num_classes": classifier.num_classes},
-        "corruption_backend": backend_version(),
+        "corruption_backend": backend.as_dict(),  # requested, what really ran (and why), imagecorruptions
         "score_normalizer": asdict(models.normalizer),
         "clean_cache": clean_cache.stats() if clean_cache else None,
         "world_size": world,

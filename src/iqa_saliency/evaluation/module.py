@@ -15,16 +15,20 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..caches.clean import CLEAN_FIELDS, CleanCache
+from ..caches.corruption import CachedCorruption, torch_backend_id
 from ..corruption import is_clean
+from ..corruption.torch_backend import corrupt_batch
 from ..data.loading import BatchShards, fixed_batches
-from ..data.pairs import collate_pairs
+from ..data.pairs import collate_pairs, crop_batch
+from ..data.protocol import Cell, Inputs
 from ..heap import release_free_heap
+from ..io.maps import ZarrMaps
 from ..io.run_writer import RunWriter
 from ..models.folding import explains_folded_output, fold_batchnorm
 from ..models.paq2piq import GlobalScore, ScoreNormalizer
 from ..report.figures import overlay, save_comparison_figure
 from .metrics import RunMetrics
-from .settings import Cell, EvaluationModels, Explanation, Inference, Inputs, Outputs, Speed
+from .settings import EvaluationModels, Explanation, Inference, Outputs, Speed
 from .similarity import compare_maps, pearson_cc, pool_to_grid, select_quality_map
 
 # per-image columns filled only when the quality model is explained too (quality.saliency != local)
@@ -118,9 +122,17 @@ class EvaluationModule(pl.LightningModule):
         self.summary: dict[str, float] | None = None
         self.previews: list[Preview] = []
         self.model_seconds = 0.0  # wall time inside the model calls (this process): the rest is host-side work
+        self.zarr_maps: ZarrMaps | None = None  # maps_format=zarr: this process's store
+        self.corruption_cache: CachedCorruption | None = None
 
     def on_test_start(self) -> None:
         self.writer.rank = self.global_rank
+        if self.outputs.save_maps and self.outputs.maps_format == "zarr":
+            length = len(self.trainer.datamodule.dataset)
+            self.zarr_maps = ZarrMaps(self.writer.run_dir, self.global_rank, length, self.inputs.batch_size)
+        if self.outputs.corruption_cache_dir:  # entries of the images corrupted here (corruption_backend=torch)
+            self.corruption_cache = CachedCorruption(self.outputs.corruption_cache_dir,
+                                                     torch_backend_id(self.device.type))
         if self.speed.channels_last:
             self.quality.to(memory_format=torch.channels_last)
             self.classifier.to(memory_format=torch.channels_last)
@@ -138,7 +150,7 @@ class EvaluationModule(pl.LightningModule):
     def _to_float(self, images: torch.Tensor, rows: list[int] | None = None) -> torch.Tensor:
         """uint8 (B, 3, H, W) images (or some rows of them) on the device as floats in [0, 1]."""
         stacked = images if rows is None else images[rows]
-        if self.device.type == "cuda" and not stacked.is_pinned():
+        if self.device.type == "cuda" and stacked.device.type == "cpu" and not stacked.is_pinned():
             stacked = stacked.pin_memory()
         stacked = stacked.to(self.device, non_blocking=True)
         fmt = torch.channels_last if self.speed.channels_last else torch.contiguous_format
@@ -163,10 +175,11 @@ class EvaluationModule(pl.LightningModule):
         # numbers depend only on its fixed batch (data.loading.fixed_batches), never on what the clean-pass cache
         # held: a model's float results change in the last digits with the batch's composition.
         clean, x_clean = self._clean_pass(group, labels)
+        corrupted = self._corrupted(group)  # uint8: from the workers (numpy), or corrupted here (torch)
         if clean_only:
             corr, x_corr = clean, x_clean
         else:
-            x_corr = self._to_float(group["corrupted"])
+            x_corr = self._to_float(corrupted)
             with self._model_clock():
                 corr = self.infer(x_corr, labels)
 
@@ -208,7 +221,35 @@ class EvaluationModule(pl.LightningModule):
         extra_maps = {"quality_map_clean": clean["q_local"]}
         if qattr is not None:
             extra_maps["quality_attribution"] = qattr
-        self._write(items, group["corrupted"], values, pred_c, clean_pred, qmap, attr_corr, extra_maps)
+        self._write(items, corrupted, values, pred_c, clean_pred, qmap, attr_corr, extra_maps)
+
+    def _corrupted(self, group: dict[str, Any]) -> torch.Tensor:
+        """The group's corrupted uint8 images: as the workers made them, or corrupted here, on the device, with
+        each image's seed (corruption_backend=torch; CorruptedPairs(corrupt_fn=None)). Under full_size the decoded
+        images (any sizes) are corrupted per size and then cropped as the workers crop (data.pairs.crop_batch);
+        images found in the corruption cache arrive corrupted, the others' entries are written here."""
+        if "corrupted" in group:
+            return group["corrupted"]
+        items, found, full, clean = group["items"], group["found"], group.get("full"), group["clean"]
+        out = torch.empty(clean.shape, dtype=torch.uint8, device=self.device)
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, done in enumerate(found):
+            if done is not None:
+                out[i] = done.to(self.device)
+            else:
+                by_size.setdefault(tuple((full[i] if full is not None else clean[i]).shape), []).append(i)
+        c = self.cell
+        for rows in by_size.values():
+            source = torch.stack([full[i] if full is not None else clean[i] for i in rows])
+            done = corrupt_batch(source.to(self.device, non_blocking=True), c.corruption, c.severity,
+                                 [items[i]["seed"] for i in rows])
+            if self.corruption_cache is not None:
+                host = done.permute(0, 2, 3, 1).cpu().numpy()
+                for j, i in enumerate(rows):
+                    self.writer.submit(self.corruption_cache.store, source[j].permute(1, 2, 0).numpy(),
+                                       c.corruption, c.severity, items[i]["seed"], host[j])
+            out[rows] = crop_batch(done, self.inputs) if full is not None else done
+        return out
 
     @contextlib.contextmanager
     def _model_clock(self) -> Iterator[None]:
@@ -245,17 +286,25 @@ class EvaluationModule(pl.LightningModule):
     def _write(self, items, corrupted, values, pred, clean_pred, qmap, attr, extra_maps) -> None:  # noqa: ANN001
         names = self.classifier_info.class_names
         save_maps = self.outputs.save_maps
+        zarr_maps = self.zarr_maps if save_maps else None
+        if self.inputs.save_images or items[0]["index"] < self.outputs.figures:
+            corrupted = corrupted.cpu()  # corrupted on the device (torch): one copy for the PNGs and figures
         cpu = {k: v.cpu().numpy() for k, v in values.items()}
         pred, clean_pred = pred.cpu().numpy(), clean_pred.cpu().numpy()
         qmap_np, attr_np = qmap.cpu().numpy(), attr.cpu().numpy()
         extra_np = {k: v.cpu().numpy() for k, v in extra_maps.items()}
         rows = []
+        if zarr_maps is not None:  # the whole batch, finished images too (same numbers), as one chunk
+            zarr_maps_np = {"quality_map": qmap_np, "attribution": attr_np, **extra_np}
+            self.writer.submit(zarr_maps.write, [it["index"] for it in items], zarr_maps_np)
         for i, it in enumerate(items):
             if it["index"] in self.writer.finished:  # on disk already: its batch ran again only to keep its numbers
                 continue
             stem = f"{it['index']:06d}_{safe_name(it['image_id'])}"
             maps_rel = f"maps/{stem}.npz" if save_maps else ""
-            if save_maps:
+            if zarr_maps is not None:
+                maps_rel = zarr_maps.ref(it["index"])
+            elif save_maps:
                 self.writer.save_maps(maps_rel, quality_map=qmap_np[i], attribution=attr_np[i],
                                       **{k: v[i] for k, v in extra_np.items()})
             label = int(it["label"])

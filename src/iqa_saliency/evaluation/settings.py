@@ -1,4 +1,6 @@
-"""Parameter objects of one evaluation: what is evaluated, on which inputs, how it is explained, what is written.
+"""Parameter objects of one evaluation: how it is explained, what is written, speed options, the models.
+
+What is evaluated and on which inputs (`Cell`, `Inputs`) live in iqa_saliency.data.protocol.
 
 Built once from the configuration (iqa_saliency.cli.evaluate) or by hand (the Python API, the benchmark), then
 handed to `run_evaluation` and the Lightning module unchanged.
@@ -19,29 +21,6 @@ from ..attribution.registry import build_attribution
 from ..models.classifier import Classifier
 from ..models.paq2piq import PaQ2PiQ, ScoreNormalizer
 from ..models.weights import WeightsIdentity
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One cell of the grid: a corruption at a severity (0 = clean), seeded per image from `seed`."""
-
-    corruption: str
-    severity: int
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """How images become model inputs: resize the shorter side, centre-crop, when to corrupt, batching."""
-
-    resize: int | None = 256
-    crop: int | None = 224
-    corrupt_at: str = "crop"  # crop: resize, crop, corrupt (ImageNet-C); full_size: corrupt, then crop (the study)
-    small: str = "upscale"  # a side below the crop: upscale to it | pad: black borders as CenterCrop (the study)
-    max_pixels: int | None = 50_000_000  # an image over this many pixels after resize/crop is skipped
-    batch_size: int = 8
-    num_workers: int = 2
-    save_images: bool = False  # also write every corrupted input as a lossless PNG
 
 
 @dataclass(frozen=True)
@@ -73,6 +52,7 @@ class Outputs:
     run_dir: str | Path
     figures: int = 8  # three-panel figures for the first N images
     save_maps: bool = True  # False: per_image.csv only, no maps/*.npz
+    maps_format: str = "npz"  # npz: one maps/*.npz per image | zarr: one chunked store per process (io.maps)
     resume: bool = False  # finish an interrupted run in run_dir
     clean_cache_dir: str | Path | None = None
     corruption_cache_dir: str | Path | None = None

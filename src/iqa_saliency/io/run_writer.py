@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .atomic import atomic_write, atomic_write_text, format_value, jsonable
+from .maps import maps_on_disk
 from .schema import INCOMPLETE, PER_IMAGE, PER_IMAGE_COLUMNS, SKIPPED, SKIPPED_COLUMNS, SUMMARY
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class RunWriter:
         """Images already finished by an earlier attempt, index -> image id: rows whose maps are on disk (rows
         are committed only after all their files), and skipped images."""
         done = {i: row["image"] for i, row in self.read_rows(PER_IMAGE).items()
-                if not row.get("maps") or (self.run_dir / row["maps"]).is_file()}
+                if not row.get("maps") or maps_on_disk(self.run_dir, row["maps"])}
         return {**{i: row["image"] for i, row in self.read_rows(SKIPPED).items()}, **done}
 
     def done_indices(self) -> set[int]:
