@@ -83,3 +83,14 @@ def test_run_dataset_seeds_each_image_by_its_id(name):
     other_seed = CorruptedPairs(_SameImage(ids), Cell(name, 3, 6), Inputs(resize=None, crop=None))
     assert not np.array_equal(other_seed[0]["corrupted"].permute(1, 2, 0).numpy(), out[0])
     np.testing.assert_array_equal(pairs[0]["clean"].permute(1, 2, 0).numpy(), IMAGE)
+
+
+def test_clean_names_and_sizes_at_the_limit():
+    assert apply_corruption(IMAGE, "none", 3, 1) is IMAGE  # 'none' is clean whatever the severity
+    tall = np.random.default_rng(1).integers(0, 256, size=(70, 32, 3), dtype=np.uint8)  # taller than wide
+    seed = ref.corruption_seed(0, "tall", "gaussian_noise", 2)
+    got = apply_corruption(tall.copy(), "gaussian_noise", 2, seed)
+    np.testing.assert_array_equal(got, _imagecorruptions(tall.copy(), "gaussian_noise", 2, seed))  # 32 px works
+    assert got.shape == (70, 32, 3)
+    with pytest.raises(ValueError, match=r"^image is 40x31, below the 32 px minimum$"):
+        apply_corruption(np.zeros((31, 40, 3), np.uint8), "gaussian_noise", 2, 0)
