@@ -25,7 +25,9 @@ MAX_PREPARED_PIXELS = 50_000_000
 #   oriented:    EXIF orientation applied, transparency composited onto white, 16-bit scaled to 8-bit (to_rgb)
 #   imagefolder: what torchvision's ImageFolder loader (and so the original study) does: PIL convert("RGB") as
 #                stored -- no EXIF rotation, alpha dropped (the colour under a transparent pixel shows)
-DECODE_MODES = ("oriented", "imagefolder")
+#   torchvision: a JPEG decoded by torchvision.io.decode_jpeg (libjpeg-turbo, EXIF rotation applied), any other
+#                file as `oriented`; the same pixels as PIL on the bundled samples (see README, "Decoding")
+DECODE_MODES = ("oriented", "imagefolder", "torchvision")
 # dataset.small: what happens to an image whose shorter side is below the crop
 #   upscale: resize the shorter side to the crop first (no borders)
 #   pad:     zero (black) padding around it, as torchvision's CenterCrop does (the original study)
@@ -64,10 +66,25 @@ def open_image(path: str | os.PathLike, min_side: int | None = None, decode: str
                 log.warning("%s is %dx%d; decoded at %dx%d (JPEG draft) before resizing", path, w, h, *im.size)
             elif w * h > MAX_PIXELS:
                 raise ValueError(f"{w}x{h} image is over the {MAX_PIXELS:,} pixel limit for a non-JPEG file")
+        if decode == "torchvision" and im.format == "JPEG" and im.size == (w, h):  # not drafted
+            decoded = _torchvision_jpeg(path)
+            if decoded is not None:
+                return decoded
         im.load()
         if decode == "imagefolder":
             return im.convert("RGB")
         return to_rgb(ImageOps.exif_transpose(im))
+
+
+def _torchvision_jpeg(path: str | os.PathLike) -> Image.Image | None:
+    """A JPEG decoded by torchvision (RGB, EXIF orientation applied), or None where it cannot (then PIL does)."""
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    try:
+        rgb = decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB, apply_exif_orientation=True)
+    except RuntimeError:  # e.g. a CMYK or an arithmetic-coded JPEG
+        return None
+    return Image.fromarray(rgb.permute(1, 2, 0).numpy())
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
