@@ -3,6 +3,7 @@
     python -m iqa_saliency.bench --images 64 --batch-size 16            # CPU, motion_blur s2, Grad-CAM, 224 px
     python -m iqa_saliency.bench --device cuda --images 4096 --batch-size 256 --warm-cache
     python -m iqa_saliency.bench --scaling --scaling-images 100,1000,5000 --scaling-sizes 224,512,1024
+    python -m benchmarks.pipeline --compare-backends --corruption zoom_blur --images 32 --repeats 2
 
 Weights are untrained (timing does not depend on their values). Prints a markdown table; --out writes JSON.
 """
@@ -225,7 +226,8 @@ def fixed_outputs(grid: int, num_classes: int) -> Callable[[torch.Tensor, torch.
 
 def pipeline_run(n: int, corruption: str, severity: int, method: str, size: int, batch_size: int, workers: int,
                  accelerator: str, precision: str, corruption_cache: str | None, channels_last: bool,
-                 clean_cache: str | None = None, host_only: bool = False) -> Timing:
+                 clean_cache: str | None = None, host_only: bool = False, corruption_backend: str = "numpy"
+                 ) -> Timing:
     """The project's pipeline (run_evaluation with a Lightning Trainer), end to end into a temporary folder.
 
     host_only: the model calls return fixed outputs instead (everything else runs): the host side's own bound.
@@ -247,14 +249,40 @@ def pipeline_run(n: int, corruption: str, severity: int, method: str, size: int,
         start = time.perf_counter()
         result = run_evaluation(
             source, models, trainer, Cell(corruption, severity, seed=0),
-            Inputs(resize=256 if size == 224 else None, crop=size, batch_size=batch_size, num_workers=workers),
+            Inputs(resize=256 if size == 224 else None, crop=size, batch_size=batch_size, num_workers=workers,
+                   corruption_backend=corruption_backend),
             Explanation(method), Outputs(out, figures=0, clean_cache_dir=clean_cache,
                                          corruption_cache_dir=corruption_cache),
             Speed(channels_last=channels_last), infer=infer)
         seconds = time.perf_counter() - start
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    return Timing("pipeline end to end", n, seconds, result.summary["model_seconds"])
+    used = result.summary["corruption_backend"]["used"]
+    name = "pipeline end to end" + (f" (corruption: {used})" if corruption_backend != "numpy" else "")
+    return Timing(name, n, seconds, result.summary["model_seconds"])
+
+
+def compare_backends(args: argparse.Namespace) -> dict[str, Any]:
+    """One cell end to end with corruption_backend=numpy (in the workers) and torch (in the step), same images:
+    each the best of --repeats runs, alternating, so load on a shared machine hits both alike."""
+    device, accelerator, workers, precision = _execution(args)
+    best: dict[str, Timing] = {}
+    for _ in range(args.repeats):
+        for backend in ("numpy", "torch"):
+            t = pipeline_run(args.images, args.corruption, args.severity, args.method, args.size, args.batch_size,
+                             workers, accelerator, precision, None, args.channels_last, corruption_backend=backend)
+            print(f"  {backend}: {t.seconds:.2f} s, {t.rate:.2f} img/s (models {t.model_seconds:.2f} s)", flush=True)
+            if backend not in best or t.seconds < best[backend].seconds:
+                best[backend] = t
+    rows = [{"backend": b, "used": t.name, "images": t.images, "seconds": round(t.seconds, 2),
+             "images_per_s": round(t.rate, 2), "model_seconds": round(t.model_seconds, 2)} for b, t in best.items()]
+    print(f"\n{args.corruption} s{args.severity}, {args.images} images, {args.size} px, batch {args.batch_size}, "
+          f"{workers} workers, best of {args.repeats}\n")
+    print("| corruption_backend | seconds | img/s | in the models (s) |\n| --- | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['backend']} | {r['seconds']} | {r['images_per_s']} | {r['model_seconds']} |")
+    print(f"\ntorch / numpy: {best['numpy'].seconds / best['torch'].seconds:.2f}x")
+    return {"config": vars(args), "machine": machine(device), "backends": rows}
 
 
 class RssSampler:
@@ -467,11 +495,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scaling-sizes", default="224,512,1024")
     p.add_argument("--scaling-size-images", type=int, default=48)
     p.add_argument("--compare-bf16", action="store_true", help="measure bf16 autocast's deviation from fp32")
+    p.add_argument("--compare-backends", action="store_true",
+                   help="time one cell end to end with corruption_backend=numpy and torch (see --repeats)")
+    p.add_argument("--repeats", type=int, default=1, help="--compare-backends: best of this many runs each")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     reuse_freed_heap()  # as run_evaluation does, so the per-image loop runs with the same heap settings
     if args.compare_bf16:
         results = compare_bf16(args)
+    elif args.compare_backends:
+        results = compare_backends(args)
     else:
         results = run_scaling(args) if args.scaling else run_benchmark(args)
     if args.out:

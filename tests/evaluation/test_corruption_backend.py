@@ -136,3 +136,34 @@ def test_zarr_maps_equal_the_npz_maps_and_count_as_done(tmp_path):
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert len(RunWriter(tmp_path / "zarr").done_rows()) == 4
     assert json.loads((tmp_path / "zarr" / "summary.json").read_text())["n_images"] == 4
+
+
+STUDY_SEVEN = "brightness,contrast,saturate,jpeg_compression,defocus_blur,motion_blur,zoom_blur"
+
+
+@pytest.mark.slow
+def test_done_when_sweep_in_small(tmp_path):
+    """Issue 13's done-when, reduced (2 images, severities 1 and 5, 64 px): every cell's saved inputs agree
+    between corruption_backend=numpy and torch at PSNR >= 40 dB, and every torch cell says torch ran it."""
+    from tests.helpers.cli import run_cli
+
+    result = run_cli("evaluate.py", "-m", f"corruption={STUDY_SEVEN}", "severity=1,5",
+                     "corruption_backend=numpy,torch", "pretrained=false", "logger=none", "save_maps=false",
+                     "figures=0", "dataset.save_images=true", "dataset.source.names=[chelsea,coffee]",
+                     "dataset.resize=64", "dataset.crop=64", "dataset.num_workers=0", "trainer=cpu",
+                     f"hydra.sweep.dir={tmp_path}", timeout=3000)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cells: dict[tuple[str, int, str], dict[str, np.ndarray]] = {}
+    for summary_path in tmp_path.rglob("summary.json"):
+        summary = json.loads(summary_path.read_text())
+        backend = summary["corruption_backend"]
+        if backend["requested"] == "torch":
+            assert backend["used"] == "torch", summary_path
+        cells[(summary["corruption"], summary["severity"], backend["requested"])] = _images(summary_path.parent)
+    assert len(cells) == 28
+    for (name, severity, backend), images in cells.items():
+        if backend == "torch":
+            ref = cells[(name, severity, "numpy")]
+            assert sorted(images) == sorted(ref) and len(ref) == 2
+            for k in ref:
+                assert psnr(ref[k], images[k]) >= 40, (name, severity, k)
