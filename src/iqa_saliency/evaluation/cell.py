@@ -273,6 +273,7 @@ def _run_locked(source: ImageSource, models: EvaluationModels, trainer: pl.Train
         "device": str(module.device),
         "seconds": round(time.time() - started, 3),
         "model_seconds": round(module.model_seconds, 3),  # inside the model calls, process 0
+        "corruption_seconds": round(module.corruption_seconds, 3),  # corrupting in the step (torch), process 0
         "provenance": provenance(),
         "config": config or {},
     }

@@ -122,6 +122,7 @@ class EvaluationModule(pl.LightningModule):
         self.summary: dict[str, float] | None = None
         self.previews: list[Preview] = []
         self.model_seconds = 0.0  # wall time inside the model calls (this process): the rest is host-side work
+        self.corruption_seconds = 0.0  # wall time corrupting on the device (corruption_backend=torch)
         self.zarr_maps: ZarrMaps | None = None  # maps_format=zarr: this process's store
         self.corruption_cache: CachedCorruption | None = None
 
@@ -238,7 +239,7 @@ class EvaluationModule(pl.LightningModule):
                 out[i] = done.to(self.device)
             else:
                 by_size.setdefault(tuple((full[i] if full is not None else clean[i]).shape), []).append(i)
-        c = self.cell
+        c, started = self.cell, time.perf_counter()
         for rows in by_size.values():
             source = torch.stack([full[i] if full is not None else clean[i] for i in rows])
             done = corrupt_batch(source.to(self.device, non_blocking=True), c.corruption, c.severity,
@@ -249,6 +250,9 @@ class EvaluationModule(pl.LightningModule):
                     self.writer.submit(self.corruption_cache.store, source[j].permute(1, 2, 0).numpy(),
                                        c.corruption, c.severity, items[i]["seed"], host[j])
             out[rows] = crop_batch(done, self.inputs) if full is not None else done
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.corruption_seconds += time.perf_counter() - started
         return out
 
     @contextlib.contextmanager
