@@ -78,6 +78,13 @@ def cluster(tmp_path_factory) -> Cluster:
     """A running cluster for this module; brought down (and its database removed) whatever the tests do."""
     if sys.platform != "linux":
         pytest.skip("the local Slurm cluster needs Linux")
+    given = os.environ.get("IQA_SLURM_DIR")
+    if given:  # .ci/run (or the user: make slurm-up) started it and stops it
+        status = subprocess.run(["bash", str(SCRIPT), "status", given], capture_output=True, text=True, timeout=60)
+        if status.returncode != 0:
+            pytest.skip(f"the Slurm cluster in IQA_SLURM_DIR={given} is not up ({SCRIPT.name} status)")
+        yield Cluster(Path(given))
+        return
     folder = tmp_path_factory.mktemp("slurm")
     try:
         try:
