@@ -40,30 +40,17 @@ def rows(path: Path) -> list[dict]:
 
 def assert_same_results(a: Path, b: Path) -> None:
     """Two runs of one cell (folders a, b) with the same configuration, seed and thread count give the same
-    per_image.csv: byte for byte when both computed their clean passes alike (both from the clean cache, or
-    both not); otherwise float values may differ in the last digits (the models then see batches of another
-    composition, and float sums depend on it) and Spearman over near-tied blocks a little more."""
-    hits = [json.loads((x / "summary.json").read_text())["clean_cache"]["hits"] for x in (a, b)]
-    if hits[0] == hits[1]:
-        assert (a / "per_image.csv").read_bytes() == (b / "per_image.csv").read_bytes(), (a, b)
-        return
-    rows_a, rows_b = rows(a / "per_image.csv"), rows(b / "per_image.csv")
-    assert len(rows_a) == len(rows_b) > 0, (a, b)
-    for ra, rb in zip(rows_a, rows_b, strict=True):
-        assert ra.keys() == rb.keys()
-        for key, va in ra.items():
-            vb = rb[key]
-            if va != vb:
-                try:
-                    fa, fb = float(va), float(vb)
-                except ValueError:
-                    pytest.fail(f"{a.name} {ra['image']} {key}: {va!r} != {vb!r}")
-                assert fa == pytest.approx(fb, rel=1e-4, abs=1e-4), (a.name, ra["image"], key, va, vb)
+    per_image.csv byte for byte, whichever of them found its clean passes in the shared cache: the cache serves
+    whole fixed batches only and clean images go through the models in their own pass, so a cache hit returns
+    exactly what computing it would."""
+    assert (a / "per_image.csv").read_bytes() == (b / "per_image.csv").read_bytes(), (a, b)
 
 
 def test_parallel_launcher_runs_the_sweep(tmp_path):
     parallel, local = tmp_path / "parallel", tmp_path / "local"
-    run_evaluate(*SWEEP, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={parallel}")
+    result = run_evaluate(*SWEEP, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",
+                          f"hydra.sweep.dir={parallel}")
+    assert "Damaged" not in result.stdout + result.stderr  # jobs racing on one cache entry never see half of it
     run_evaluate(*SWEEP, f"hydra.sweep.dir={local}")
 
     done = cells(parallel)
