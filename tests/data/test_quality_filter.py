@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from iqa_saliency.data.quality_filter import check_categories, score_source
+from iqa_saliency.data.quality_filter import ScoringOptions, check_categories, score_source
 from iqa_saliency.data.selection import Selection, select_images
 from iqa_saliency.data.sources import ImageFolder
 from iqa_saliency.errors import ConfigError
@@ -61,18 +61,18 @@ def test_categories_and_cache_reuse(scored_folder, tmp_path):
     model = MeanScore()
     load, calls = loader_for(model)
     cache = tmp_path / "cache.csv"
-    first = score_source(source, load, cache, "fake|r", resize=None, crop=None, batch_size=3, device="cpu")
+    first = score_source(source, load, cache, "fake|r", ScoringOptions(None, None, batch_size=3, device="cpu"))
     assert first.n_scored == 8 and model.images_seen == 8
     expect = [MOS_CATEGORY[int(r.image_id.split("/m")[1][:-4])] for r in source.records]
     assert first.category == expect
     assert first.mos == [float(int(r.image_id.split("/m")[1][:-4])) for r in source.records]
 
-    second = score_source(source, load, cache, "fake|r", resize=None, crop=None, device="cpu")
+    second = score_source(source, load, cache, "fake|r", ScoringOptions(None, None, device="cpu"))
     assert second.n_scored == 0 and len(calls) == 1 and model.images_seen == 8  # the model was not even loaded
     assert second.category == first.category and second.mos == first.mos
 
     # Another scorer (weights or image preparation) does not reuse these scores.
-    third = score_source(source, load, cache, "other|r", resize=None, crop=None, device="cpu")
+    third = score_source(source, load, cache, "other|r", ScoringOptions(None, None, device="cpu"))
     assert third.n_scored == 8
 
 
@@ -81,12 +81,12 @@ def test_changed_file_is_rescored(scored_folder, tmp_path):
     model = MeanScore()
     load, _ = loader_for(model)
     cache = tmp_path / "cache.csv"
-    score_source(source, load, cache, "s", resize=None, crop=None, device="cpu")
+    score_source(source, load, cache, "s", ScoringOptions(None, None, device="cpu"))
     changed = scored_folder / "x" / "m40.png"
     write_flat(changed, 80, size=(44, 36))  # now Excellent
     st = changed.stat()
     os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    again = score_source(source, load, cache, "s", resize=None, crop=None, device="cpu")
+    again = score_source(source, load, cache, "s", ScoringOptions(None, None, device="cpu"))
     assert again.n_scored == 1 and model.images_seen == 9
     index = [r.image_id for r in source.records].index("x/m40.png")
     assert again.category[index] == "Excellent"

@@ -131,19 +131,21 @@ class QualityScores:
     n_scored: int  # how many were computed now rather than read from the cache
 
 
-def score_source(
-    source: ImageSource,
-    quality: QualityLoader,
-    cache_path: str | os.PathLike,
-    scorer: str,
-    resize: int | None = 256,
-    crop: int | None = 224,
-    batch_size: int = 32,
-    num_workers: int = 0,
-    device: str | torch.device | None = None,
-    normalizer: ScoreNormalizer | None = None,
-) -> QualityScores:
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How the quality gate scores images: at which size (None: as decoded), in which batches, on which device."""
+
+    resize: int | None = 256
+    crop: int | None = 224
+    batch_size: int = 32
+    num_workers: int = 0
+    device: str | torch.device | None = None  # None: CUDA when available
+
+
+def score_source(source: ImageSource, quality: QualityLoader, cache_path: str | os.PathLike, scorer: str,
+                 options: ScoringOptions | None = None, normalizer: ScoreNormalizer | None = None) -> QualityScores:
     """Score every image of `source`, reading what the cache has; the model is loaded only if needed."""
+    options = options or ScoringOptions()
     normalizer = normalizer or ScoreNormalizer()
     cache = QualityCache(cache_path)
     keys = [file_key(r) for r in source.records]
@@ -152,10 +154,10 @@ def score_source(
     mos = [float(row["mos"]) if row and row["mos"] else float("nan") for row in cached]
     if todo:
         model, _ = quality()
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = model.to(device).eval()
-        loader = DataLoader(_Prepared(source, todo, resize, crop), batch_size=batch_size, num_workers=num_workers,
-                            collate_fn=list)
+        loader = DataLoader(_Prepared(source, todo, options.resize, options.crop), batch_size=options.batch_size,
+                            num_workers=options.num_workers, collate_fn=list)
         log.info("Scoring %d images with PaQ-2-PiQ (%d cached)", len(todo), len(keys) - len(todo))
         with torch.no_grad(), progress_bar(len(todo), "PaQ-2-PiQ scores") as bar:
             for n_batch, batch in enumerate(loader, 1):

@@ -16,6 +16,7 @@ from .loading import resolve_num_workers
 from .quality_filter import (
     SCORE_SIZES,
     QualityLoader,
+    ScoringOptions,
     category_counts,
     check_categories,
     filter_by_quality,
@@ -167,9 +168,10 @@ def select_images(
                 raise ConfigError("dataset.quality_filter needs the quality model. Configure quality=paq2piq.")
             if selection.quality_score_size == "full":
                 resize, crop = None, None
-            scores = score_source(source, quality, selection.quality_cache, selection.quality_scorer, resize=resize,
-                                  crop=crop, batch_size=selection.quality_batch_size,
-                                  num_workers=selection.num_workers, normalizer=selection.normalizer)
+            options = ScoringOptions(resize=resize, crop=crop, batch_size=selection.quality_batch_size,
+                                     num_workers=selection.num_workers)
+            scores = score_source(source, quality, selection.quality_cache, selection.quality_scorer, options,
+                                  normalizer=selection.normalizer)
             where = f"{scores.n_scored} scored now, the rest from {selection.quality_cache}"
         kept = filter_by_quality(source, scores, selection.quality_filter)
         counts = category_counts(scores)
