@@ -37,6 +37,7 @@ from .cli.runtime import quiet_known_warnings, show_progress
 from .data.images import open_image, to_rgb
 from .data.sources import NO_LABEL, ImageRecord, ImageSource
 from .errors import ConfigError
+from .io.maps import read_maps
 from .io.schema import PER_IMAGE
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
@@ -182,7 +183,6 @@ def _read_run(run_dir: Path, summary: dict[str, Any]) -> ApiResult:
     rows = pd.read_csv(run_dir / PER_IMAGE, keep_default_na=True)
     maps = {}
     for image_id, rel in zip(rows["image"], rows.get("maps", pd.Series([""] * len(rows))), strict=True):
-        if isinstance(rel, str) and rel:
-            with np.load(run_dir / rel) as npz:
-                maps[str(image_id)] = {k: npz[k] for k in npz.files}
+        if isinstance(rel, str) and rel:  # an .npz path, or a zarr store and row (maps_format=zarr)
+            maps[str(image_id)] = read_maps(run_dir, rel)
     return ApiResult(rows=rows, maps=maps, summary=summary)
