@@ -1,8 +1,8 @@
 """A classifier whose ranking of classes is known in advance, for end-to-end checks of the per-image columns.
 
 Its logits depend on two image statistics: the high-frequency energy h (mean squared Laplacian response) and the
-mean brightness b. Clean photos have log h around -8..-3.5, the same photos under gaussian_noise severity 3
-around -0.5, so the ranking flips between two sets of five classes at log h = THRESHOLD:
+mean brightness b. The clean samples (full size, or every other pixel) have log h around -8..-2.7, the same under
+gaussian_noise severity 3 around -0.5, so the ranking flips between two sets of five classes at log h = THRESHOLD:
 
 * low energy (clean):  CLEAN_TOP5  = [10, 11, 967, 12, 13]   (967 = espresso, the label of the "coffee" sample)
 * high energy (noisy): NOISY_TOP5  = [281, 20, 409, 21, 22]  (281 = tabby "chelsea", 409 = analog clock "clock")
