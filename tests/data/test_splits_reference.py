@@ -155,3 +155,13 @@ def test_split_csv_bytes_and_out_of_range_labels(tmp_path):
     path = tmp_path / "split.csv"
     write_split_csv(path, {"all": src})
     assert path.read_bytes() == b"image,label,split\na/000-0.jpg,a,all\nodd.jpg,,all\n"
+
+
+def test_check_split_defaults_to_the_project_method_and_study_needs_sklearn(monkeypatch):
+    from iqa_saliency.data.splits import check_split, study_split
+
+    check_split("val", 0.2)  # the default method is valid
+    monkeypatch.setitem(__import__("sys").modules, "sklearn.model_selection", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"^dataset.split_method=study needs scikit-learn. Install it: pip install "
+                                          r"scikit-learn.$"):
+        study_split(Fake({"a": 4, "b": 4}).records)

@@ -124,11 +124,11 @@ def test_full_grid_at_224_with_shared_boxes_then_another_size(fast_pool):
 
 def test_training_mode_scores_every_box_in_one_batchnorm_batch():
     torch.manual_seed(2)
-    model = PaQ2PiQ(grid=4)
+    model = PaQ2PiQ()  # at 224 px the 401 boxes pool only 198 distinct sets of bins
     for m in model.head:
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
-    x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(5))
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         model.eval()
         model(x)  # an eval pass first: its cached rows must not leak into training
@@ -147,10 +147,26 @@ def test_roipool_bins_equal_torchvision_on_arbitrary_boxes(pooled):
     boxes = torch.stack([xy[:, 0], xy[:, 1], xy[:, 0] + xy[:, 2].abs() / 3, xy[:, 1] + xy[:, 3].abs() / 3], dim=1)
     boxes = torch.cat([boxes, torch.tensor([[16.0, 16.0, 16.0, 16.0], [48.0, 80.0, 47.0, 79.0],
                                             [208.0, 144.0, 240.0, 176.0], [-50.0, -50.0, -40.0, -40.0]])])
+    # boxes outside the map in one direction only, or starting at its bottom edge: empty bins
+    boxes = torch.cat([boxes, torch.tensor([[-50.0, 16.0, -40.0, 48.0], [16.0, 300.0, 48.0, 340.0]])])
     bins = roipool_bins(boxes, 5, 7, 1 / 32, pooled)
     got = GridRoIPool(bins)(feats)
     want = roi_pool(feats, torch.cat([torch.zeros(len(boxes), 1), boxes], dim=1), pooled, spatial_scale=1 / 32)
     torch.testing.assert_close(got, want)
+    rects = bins.reshape(-1, 4)
+    empty = (rects[:, 1] <= rects[:, 0]) | (rects[:, 3] <= rects[:, 2])
+    assert torch.equal(rects[empty], torch.zeros_like(rects[empty]))  # an empty bin is [0, 0, 0, 0)
+    assert (bins[-2:] == 0).all() and empty.sum() >= 2 * pooled[0] * pooled[1]
+
+
+def test_roi_pool_keeps_float64_features_exact():
+    model = PaQ2PiQ(grid=2).double()
+    feats = torch.randn(2, 3, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    boxes = block_rois(128, 160, grid=2)
+    got = model._roi_pool(feats, boxes)
+    index = torch.arange(2, dtype=torch.float64).repeat_interleave(len(boxes))[:, None]
+    want = roi_pool(feats, torch.cat([index, boxes.double().repeat(2, 1)], dim=1), (2, 2), spatial_scale=1 / 32)
+    assert got.dtype == torch.float64 and torch.equal(got, want)
 
 
 def test_block_rois_at_fractional_edges():
@@ -176,5 +192,5 @@ def test_fit_is_the_studys_adapt_from_dir():
     assert math.isnan(at_peak.std_left)
     assert at_peak.std_right == pytest.approx(np.sqrt(np.mean(np.array([0.0, 0.4, 8.0]) ** 2)))
     assert ScoreNormalizer.fit([5.5, 9.1, 5.2, 9.7]).peak == 5.0  # a tie: the one met first
-    with pytest.raises(ValueError, match="no scores to fit the normalisation to"):
+    with pytest.raises(ValueError, match="^no scores to fit the normalisation to$"):
         ScoreNormalizer.fit([float("nan")])
