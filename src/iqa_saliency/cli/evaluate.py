@@ -216,15 +216,6 @@ def randomization_check(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-def check_output_dir(argv: list[str]) -> None:
-    """Hydra creates the run folder before the job starts: check a user-given one first, for a one-line error."""
-    key = "hydra.sweep.dir=" if ("-m" in argv or "--multirun" in argv) else "hydra.run.dir="
-    given = [arg[len(key):].strip("'\"") for arg in argv if arg.startswith(key)]
-    if given and "${" not in given[-1]:
-        with exit_on_user_error():
-            check_writable(given[-1])
-
-
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
