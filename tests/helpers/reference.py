@@ -84,10 +84,11 @@ def mit_sim(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def mit_kld(q_map: np.ndarray, p_map: np.ndarray) -> float:
-    """KL(Q ‖ P) as the MIT benchmark writes it, Σ Q log(eps + Q / (P + eps)); Q the reference distribution.
+    """KL(Q ‖ P) in the MIT benchmark's form, Σ Q log(eps + Q / (P + eps)); Q the reference distribution.
 
-    Here Q is the quality map (the "fixation map" role) and P the attribution map (the prediction), both
-    min-max normalised and divided by their sums.
+    Here Q is the quality map (the "fixation map" role) and P the attribution map (the prediction). As the README
+    documents for this project, both are min-max normalised before being divided by their sums; the MIT code's own
+    KLdiv only divides by the sum (its min-max step belongs to SIM).
     """
     if np.ptp(q_map) == 0 or np.ptp(p_map) == 0:
         return math.nan
