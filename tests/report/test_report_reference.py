@@ -317,3 +317,28 @@ def test_with_clean_points_index_is_fresh():
     ])
     out = with_clean_points(df)
     assert out.index.tolist() == list(range(len(out)))
+
+
+def test_mce_is_computed_per_classifier_and_never_pooled(tmp_path):
+    """Two classifiers in one sweep: each gets its own CE table and mCE (hand-computed), the pooled mCE is NaN."""
+    from iqa_saliency.report.sweep import errors_by_classifier, summarize_cells
+
+    accs = {"r18": [0.9, 0.8, 0.7, 0.6, 0.5], "r50": [0.95, 0.9, 0.85, 0.8, 0.75]}
+    clean_preds = {"r18": [0, 9], "r50": [0, 1]}  # labels 0, 1: clean error 1/2 for r18, 0 for r50
+    cells = []
+    for name, acc in accs.items():
+        rows = pd.DataFrame({"image": ["i1", "i2"], "label": [0, 1], "clean_pred": clean_preds[name]})
+        for severity, a in enumerate(acc, start=1):
+            cells.append(_cell(tmp_path / name, "zoom_blur", severity, {"acc/top1": a}, rows,
+                               weights={"classifier": {"name": name}}))
+    table, mce = errors_by_classifier(summarize_cells(cells, n_boot=10), cells)
+    assert table.columns[0] == "classifier" and sorted(table["classifier"]) == ["r18", "r50"]
+    alex = 5 * 0.79836  # zoom_blur's AlexNet errors summed over the five severities
+    for name, clean in (("r18", 0.5), ("r50", 0.0)):
+        errors = [1 - a for a in accs[name]]
+        got = mce["by_classifier"][name]
+        assert got["mce"] == pytest.approx(100 * sum(errors) / alex, rel=1e-5)
+        assert got["relative_mce"] == pytest.approx(100 * (sum(errors) - 5 * clean) / (alex - 5 * 0.435), rel=1e-5)
+    assert math.isnan(mce["mce"]) and math.isnan(mce["relative_mce"])
+    single, single_mce = errors_by_classifier(summarize_cells(cells[:5], n_boot=10), cells[:5])
+    assert "classifier" not in single.columns and single_mce == mce["by_classifier"]["r18"]

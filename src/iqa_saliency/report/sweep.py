@@ -53,11 +53,15 @@ class Cell:
     rows: pd.DataFrame
 
     @property
+    def classifier(self) -> str:
+        """The classifier's weights name (or its architecture): what accuracy and the error rates depend on."""
+        s = self.summary
+        return (s.get("weights") or {}).get("classifier", {}).get("name") or s.get("classifier", {}).get("arch", "")
+
+    @property
     def variant(self) -> str:
         """What besides (corruption, severity) distinguishes cells: attribution method and classifier weights."""
-        s = self.summary
-        clf = (s.get("weights") or {}).get("classifier", {}).get("name") or s.get("classifier", {}).get("arch", "")
-        return f"{s.get('attribution', '')} · {clf}"
+        return f"{self.summary.get('attribution', '')} · {self.classifier}"
 
 
 def load_cells(sweep_dir: str | os.PathLike) -> list[Cell]:
@@ -99,6 +103,7 @@ def summarize_cells(cells: Sequence[Cell], n_boot: int = 1000, seed: int = 0) ->
         metrics = s.get("metrics") or {}
         rec: dict[str, Any] = {
             "corruption": s["corruption"], "severity": int(s["severity"]), "variant": cell.variant,
+            "classifier": cell.classifier,
             "attribution": s.get("attribution"), "n": int(s.get("n_images", len(cell.rows))),
             "n_skipped": int(s.get("n_skipped", 0)),
         }
@@ -181,6 +186,26 @@ def mean_corruption_error(ce_table: pd.DataFrame) -> dict[str, float]:
             "n_corruptions": int(len(ce_table))}
 
 
+def errors_by_classifier(summary: pd.DataFrame, cells: Sequence[Cell]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The CE table and mCE of each classifier in the sweep, never pooled across classifiers.
+
+    One classifier: its table and mCE as they are. Several: the table gains a leading `classifier` column and
+    the mCE holds `by_classifier` (the pooled mce/relative_mce are NaN: they would mix models).
+    """
+    tables, by_classifier = [], {}
+    for name in sorted({c.classifier for c in cells}):
+        rows = summary[summary["classifier"] == name]
+        table = corruption_errors(rows, clean_error([c for c in cells if c.classifier == name]))
+        by_classifier[name] = mean_corruption_error(table)
+        tables.append(table.assign(classifier=name))
+    if len(tables) == 1:
+        return tables[0].drop(columns="classifier"), by_classifier[next(iter(by_classifier))]
+    table = pd.concat(tables, ignore_index=True)
+    table = table[["classifier", *[c for c in table.columns if c != "classifier"]]]
+    mce = {**mean_corruption_error(pd.DataFrame()), "by_classifier": by_classifier}
+    return table, mce
+
+
 def with_clean_points(summary: pd.DataFrame) -> pd.DataFrame:
     """Per-corruption curves start at severity 0: clean cells (corruption=none) are copied to every corruption."""
     corruptions = sorted(set(summary["corruption"]) - {CLEAN})
@@ -210,8 +235,7 @@ def write_report(sweep_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0
     y_acc = "acc_top1" if summary["acc_top1"].notna().any() else "flip_rate"
     correlation = correlation_across_cells(summary, "mos_mean", y_acc)
     flip_correlation = correlation_across_cells(summary, "mos_mean", "flip_rate")
-    ce_table = corruption_errors(summary, clean_error(cells))
-    mce = mean_corruption_error(ce_table)
+    ce_table, mce = errors_by_classifier(summary, cells)
     if not ce_table.empty:
         atomic_write_text(sweep_dir / "corruption_errors.csv", ce_table.to_csv(index=False))
     figures = {
@@ -262,12 +286,16 @@ def _markdown(sweep_dir: Path, summary: pd.DataFrame, correlation: dict[str, flo
                      f"[{fmt(r.sim_cc_ci_low)}, {fmt(r.sim_cc_ci_high)}] | {fmt(r.attr_stability_cc)} |")
     lines.append("")
     if not ce_table.empty:
-        lines += ["## Corruption error (ImageNet-C protocol)", "",
-                  f"mCE = {mce['mce']:.1f}%, relative mCE = {mce['relative_mce']:.1f}% over "
-                  f"{mce['n_corruptions']} corruptions (AlexNet = 100%).", "",
-                  "| corruption | mean error | CE | relative CE |", "|---|---|---|---|"]
-        lines += [f"| {r.corruption} | {r.error_mean:.3f} | {100 * r.ce:.1f} | {100 * r.relative_ce:.1f} |"
-                  for r in ce_table.itertuples()]
+        lines += ["## Corruption error (ImageNet-C protocol)", ""]
+        for name, m in (mce.get("by_classifier") or {"": mce}).items():
+            if m["n_corruptions"]:
+                lines.append(f"{name + ': ' if name else ''}mCE = {m['mce']:.1f}%, relative mCE = "
+                             f"{m['relative_mce']:.1f}% over {m['n_corruptions']} corruptions (AlexNet = 100%).")
+        several = "classifier" in ce_table.columns
+        lines += ["", f"| {'classifier | ' if several else ''}corruption | mean error | CE | relative CE |",
+                  f"|{'---|' if several else ''}---|---|---|---|"]
+        lines += [f"| {r.classifier + ' | ' if several else ''}{r.corruption} | {r.error_mean:.3f} | "
+                  f"{100 * r.ce:.1f} | {100 * r.relative_ce:.1f} |" for r in ce_table.itertuples()]
         lines.append("")
     if figures["image_grids"]:
         lines += ["## Images across severities", "",
