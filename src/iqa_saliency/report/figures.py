@@ -89,14 +89,8 @@ def _panels(axes: Sequence[Any], rows: pd.DataFrame, y_acc: str, legend: bool) -
         axes[1].errorbar(r["severity"], r["mos_mean"], yerr=r["mos_std"], marker="o", capsize=3, label=variant)
         axes[2].plot(r["severity"], r["sim_cc_mean"], marker="o", label=variant)
         axes[2].fill_between(r["severity"], r["sim_cc_ci_low"], r["sim_cc_ci_high"], alpha=0.2)
-    for ax, ylabel in zip(axes, (Y_LABELS.get(y_acc, y_acc), "mean MOS (± std)", "CC quality map vs attribution"),
-                          strict=True):
-        ax.set_xlabel("severity")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.set_xticks(sorted(rows["severity"].unique()))
-    if legend and rows["variant"].nunique() > 1:
-        axes[2].legend(fontsize=8)
+    _label_severity_axes(axes, rows, (Y_LABELS.get(y_acc, y_acc), "mean MOS (± std)",
+                                      "CC quality map vs attribution"), legend=legend)
 
 
 def _study_panels(axes: Sequence[Any], rows: pd.DataFrame, legend: bool) -> None:
@@ -109,16 +103,24 @@ def _study_panels(axes: Sequence[Any], rows: pd.DataFrame, legend: bool) -> None
         axes[2].plot(r["severity"], r["mos_mean"], marker="o", label=variant)
         axes[3].plot(r["severity"], r["sim_cc_mean"], marker="o", label=variant)
         axes[3].fill_between(r["severity"], r["sim_cc_ci_low"], r["sim_cc_ci_high"], alpha=0.2)
-    titles = ("Top-1 Accuracy", "Top-5 Accuracy", "Mean MOS of the dataset", "CC quality map vs attribution")
     ylabels = ("top-1 accuracy", "top-5 accuracy", "mean MOS (PaQ-2-PiQ, raw)", "CC (95% CI)")
-    for ax, title, ylabel in zip(axes, titles, ylabels, strict=True):
-        ax.set_title(title, fontsize=10)
+    titles = ("Top-1 Accuracy", "Top-5 Accuracy", "Mean MOS of the dataset", "CC quality map vs attribution")
+    _label_severity_axes(axes, rows, ylabels, titles, legend=legend)
+
+
+def _label_severity_axes(axes: Sequence[Any], rows: pd.DataFrame, ylabels: Sequence[str],
+                         titles: Sequence[str] | None = None, legend: bool = True) -> None:
+    """Severity on x (the swept levels as ticks), the given y labels and titles, a grid; the last panel holds the
+    legend when several variants are drawn."""
+    for i, (ax, ylabel) in enumerate(zip(axes, ylabels, strict=True)):
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=10)
         ax.set_xlabel("severity")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.set_xticks(sorted(rows["severity"].unique()))
     if legend and rows["variant"].nunique() > 1:
-        axes[3].legend(fontsize=8)
+        axes[len(ylabels) - 1].legend(fontsize=8)
 
 
 def per_corruption_panels(curves: pd.DataFrame, out_dir: Path, y_acc: str) -> dict[str, Path]:
