@@ -27,7 +27,8 @@ class OutputError(UserError):
     """Outputs that cannot be written (a full disk, a read-only folder)."""
 
 
-def _find_in_chain(exc: BaseException, kinds: type | tuple[type, ...]) -> BaseException | None:
+def find_in_chain(exc: BaseException, kinds: type | tuple[type, ...]) -> BaseException | None:
+    """The first exception of `kinds` in `exc`'s cause/context chain (chains may loop: each is visited once)."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -40,7 +41,7 @@ def _find_in_chain(exc: BaseException, kinds: type | tuple[type, ...]) -> BaseEx
 
 def find_user_error(exc: BaseException) -> UserError | None:
     """The UserError behind `exc`, also when wrapped (e.g. by Hydra's instantiate)."""
-    return _find_in_chain(exc, UserError)
+    return find_in_chain(exc, UserError)
 
 
 def reraise_interrupt(exc: BaseException) -> None:
@@ -49,7 +50,7 @@ def reraise_interrupt(exc: BaseException) -> None:
     A signal handled while compiled code runs (numba's glass_blur, for one) comes back as a SystemError whose cause
     is the KeyboardInterrupt; code that reports per-image errors and goes on must not turn it into a skipped image.
     """
-    interrupt = _find_in_chain(exc, (KeyboardInterrupt, SystemExit))
+    interrupt = find_in_chain(exc, (KeyboardInterrupt, SystemExit))
     if interrupt is not None:
         raise interrupt
 

@@ -139,3 +139,18 @@ def test_a_second_process_on_the_folder_is_refused_naming_the_holder(tmp_path):
         proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
         assert proc.returncode == 2 and f"process {os.getpid()}" in proc.stdout
     RunLock(tmp_path).acquire().release()  # released: free again
+
+
+def test_an_interrupt_whose_exception_chain_loops_is_not_taken_for_a_full_disk(tmp_path):
+    """Lightning can leave an interrupt in its own context chain; reading the chain must end (it hung a run)."""
+    import errno
+
+    from iqa_saliency.evaluation.cell import _output_error
+
+    interrupt, exit_ = KeyboardInterrupt("signal SIGTERM"), SystemExit(1)
+    interrupt.__context__, exit_.__context__ = exit_, interrupt
+    assert _output_error(exit_, tmp_path) is None
+    full = OSError(errno.ENOSPC, "No space left on device", "maps/x.npz")
+    wrapped = RuntimeError("writer")
+    wrapped.__cause__, full.__context__ = full, wrapped
+    assert "No space left on device" in str(_output_error(wrapped, tmp_path))

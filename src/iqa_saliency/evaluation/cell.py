@@ -22,7 +22,7 @@ from ..data.loading import fixed_batches
 from ..data.pairs import CorruptedPairs
 from ..data.protocol import Cell, Inputs
 from ..data.sources import NO_LABEL, ImageSource
-from ..errors import ConfigError, DatasetError, OutputError
+from ..errors import ConfigError, DatasetError, OutputError, find_in_chain
 from ..heap import reuse_freed_heap
 from ..io.lock import RunLock
 from ..io.maps import check_maps_format
@@ -135,9 +135,7 @@ def _numerics(trainer: pl.Trainer, speed: Speed, inputs: Inputs) -> dict[str, An
 
 def _output_error(exc: BaseException, run_dir: Path) -> OutputError | None:
     """A full or read-only disk as one line (the rows on disk are kept)."""
-    found: BaseException | None = exc
-    while found is not None and not isinstance(found, OSError):
-        found = found.__cause__ or found.__context__
+    found = find_in_chain(exc, OSError)  # a chain can loop (an exception in its own context): walk it once
     if found is None or found.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
         return None
     return OutputError(f"Cannot write {found.filename or run_dir} ({found.strerror}); the rows computed so far are "
