@@ -87,6 +87,21 @@ def test_jpeg_on_cpu_is_pil_bit_for_bit(cat):
                                       apply_corruption(cat, "jpeg_compression", severity, 0))
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_jpeg_batch_split_across_threads_is_pil_per_image(mixed, threads):
+    """Each thread encodes a span of the batch: every image must still be its own PIL round trip, in order."""
+    images = np.concatenate([mixed, mixed[::-1, :, ::-1]])[:5]  # 5 images: spans of unequal length
+    seeds = list(range(5))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = corrupt_batch(torch.from_numpy(images), "jpeg_compression", 4, seeds).numpy()
+    finally:
+        torch.set_num_threads(before)
+    for image, got, seed in zip(images, out, seeds, strict=True):
+        np.testing.assert_array_equal(got, apply_corruption(np.ascontiguousarray(image), "jpeg_compression", 4, seed))
+
+
 def test_study_corruptions_all_run_in_torch():
     assert set(STUDY_CORRUPTIONS) <= TORCH_CORRUPTIONS
     assert all(supports_torch(n) for n in STUDY_CORRUPTIONS)
