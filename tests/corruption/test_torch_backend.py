@@ -6,6 +6,10 @@ The default run uses small images (96x128 and 64x80); the 224x224 and 200x300 sw
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -88,18 +92,46 @@ def test_jpeg_on_cpu_is_pil_bit_for_bit(cat):
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_jpeg_batch_split_across_threads_is_pil_per_image(mixed, threads):
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_jpeg_batch_split_across_threads_is_pil_per_image(mixed, threads, layout):
     """Each thread encodes a span of the batch: every image must still be its own PIL round trip, in order."""
     images = np.concatenate([mixed, mixed[::-1, :, ::-1]])[:5]  # 5 images: spans of unequal length
-    seeds = list(range(5))
+    batch = torch.from_numpy(images)
+    if layout == "channels_first":
+        batch = batch.permute(0, 3, 1, 2).contiguous()
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        out = corrupt_batch(torch.from_numpy(images), "jpeg_compression", 4, seeds).numpy()
+        out = corrupt_batch(batch, "jpeg_compression", 4, list(range(5)))
     finally:
         torch.set_num_threads(before)
-    for image, got, seed in zip(images, out, seeds, strict=True):
-        np.testing.assert_array_equal(got, apply_corruption(np.ascontiguousarray(image), "jpeg_compression", 4, seed))
+    if layout == "channels_first":
+        out = out.permute(0, 2, 3, 1)
+    for i, image in enumerate(images):
+        expected = apply_corruption(np.ascontiguousarray(image), "jpeg_compression", 4, i)
+        np.testing.assert_array_equal(out[i].numpy(), expected)
+
+
+JPEG_THREADS_SCRIPT = """
+import os, torch
+from iqa_saliency.corruption.torch_backend import corrupt_batch
+torch.set_num_threads(2)
+# 224 px: torch copies fewer than 32768 elements in one thread, so smaller images would hide a parallel op
+x = torch.randint(0, 256, (8, 3, 224, 224), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+x.float().add_(1)  # the main thread's OpenMP team exists before counting
+before = len(os.listdir("/proc/self/task"))
+corrupt_batch(x, "jpeg_compression", 2, list(range(8)))
+print(len(os.listdir("/proc/self/task")) - before)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc")
+def test_jpeg_pool_threads_open_no_openmp_team():
+    """A pool thread that runs a parallel torch op gets an OpenMP team of its own, and libgomp then stops spinning
+    for the whole process (later parallel ops ~3x slower): the JPEG batch may add its 2 pool threads, no more."""
+    done = subprocess.run([sys.executable, "-c", JPEG_THREADS_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) <= 2
 
 
 def test_study_corruptions_all_run_in_torch():
