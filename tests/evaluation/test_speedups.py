@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pandas as pd
@@ -138,6 +139,13 @@ def _assert_same_rows(got, plain):
             np.testing.assert_allclose(got[col], plain[col], rtol=1e-5, atol=atol, err_msg=col)
         elif col != "maps":
             assert got[col].equals(plain[col]), col
+
+
+def test_a_finished_run_leaves_no_writer_threads(tmp_path):
+    """A sweep runs its cells in one process: each run's writer threads must end with the run."""
+    for i in range(2):
+        _evaluate_cell(tmp_path / f"run{i}", ["chelsea", "coffee"], None, 0)
+        assert [t.name for t in threading.enumerate() if t.name.startswith("run-writer")] == []
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -230,6 +230,8 @@ def _run_locked(source: ImageSource, models: EvaluationModels, trainer: pl.Train
         if output_error is not None:
             raise output_error from None
         raise
+    finally:
+        writer.close()  # its threads would otherwise outlive the run: 4 more per cell in a sweep's process
     if not trainer.is_global_zero:
         return EvaluationResult({}, [])
     world = trainer.world_size

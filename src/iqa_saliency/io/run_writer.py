@@ -100,6 +100,12 @@ class RunWriter:
             if error is not None:
                 raise error
 
+    def close(self) -> None:
+        """Stop the writer threads once their queued writes are done (a later submit starts new ones)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def part_path(self, name: str, rank: int | None = None) -> Path:
         return self.run_dir / f".{name}.part{self.rank if rank is None else rank}"
 
