@@ -3,6 +3,11 @@
     python -m benchmarks.corruption --fidelity                      # PSNR / SSIM / max |diff|, every severity
     python -m benchmarks.corruption --speed                         # img/s, 224 px, severity 2, the study's seven
     python -m benchmarks.corruption --speed --device cuda --batch 128 --out bench.json
+    python -m benchmarks.corruption --compare-sweep outputs/multirun/<date>/<time>   # numpy vs torch cells
+
+--compare-sweep reads a sweep over corruption_backend=numpy,torch run with dataset.save_images=true: for every
+torch cell, the backend its summary.json says ran it and the worst PSNR of its saved inputs against the numpy
+cell's.
 
 Fidelity: each ported corruption at severities 1-5 on a few natural images (224x224 and a 200x300 crop), every
 image with its own seed; the reference is `iqa_saliency.corruption.apply_corruption` (imagecorruptions called as
@@ -23,9 +28,11 @@ import platform
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from skimage import data
 from skimage.metrics import structural_similarity
 
@@ -167,6 +174,22 @@ def speed_table(rows: list[dict[str, object]], workers: int, threads: list[int],
     return "\n".join(lines)
 
 
+def compare_sweep(sweep: Path) -> list[dict[str, object]]:
+    """Every torch cell of `sweep` against its numpy twin: backend used, images, min PSNR of the saved inputs."""
+    rows = []
+    for cell in sorted(sweep.glob("*corruption_backend=torch*")):
+        twin = cell.with_name(cell.name.replace("corruption_backend=torch", "corruption_backend=numpy"))
+        used = json.loads((cell / "summary.json").read_text())["corruption_backend"]["used"]
+        images = sorted((cell / "images").glob("*.png"))
+        if not images or not twin.is_dir():
+            raise SystemExit(f"{cell.name}: no saved images or no numpy twin (dataset.save_images=true, both backends)")
+        worst = min(psnr(np.asarray(Image.open(f)), np.asarray(Image.open(twin / "images" / f.name))) for f in images)
+        rows.append({"cell": cell.name, "used": used, "images": len(images), "psnr_min": worst})
+    if not rows:
+        raise SystemExit(f"no corruption_backend=torch cell under {sweep}")
+    return rows
+
+
 def machine(device: str) -> dict[str, object]:
     info = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
             "backend": backend_version(), "device": device}
@@ -181,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fidelity", action="store_true")
     p.add_argument("--speed", action="store_true")
+    p.add_argument("--compare-sweep", type=Path, metavar="SWEEP_DIR")
     p.add_argument("--names", nargs="+", help="corruptions (default: fidelity all ported, speed the study's seven)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--size", type=int, default=224)
@@ -192,8 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", help="write the rows as JSON here")
     a = p.parse_args(argv)
-    if not (a.fidelity or a.speed):
-        p.error("pass --fidelity and/or --speed")
+    if not (a.fidelity or a.speed or a.compare_sweep):
+        p.error("pass --fidelity, --speed and/or --compare-sweep")
     result: dict[str, object] = {"machine": machine(a.device)}
     print(f"machine: {result['machine']}")
     if a.fidelity:
@@ -207,6 +231,14 @@ def main(argv: list[str] | None = None) -> None:
         result["speed"] = rows
         print(f"\n{a.size} px, severity {a.severity}, {a.images} images, batch {a.batch}, best of {a.repeats}\n")
         print(speed_table(rows, a.workers, a.threads, a.device) + "\n")
+    if a.compare_sweep:
+        rows = compare_sweep(a.compare_sweep)
+        result["sweep"] = rows
+        print("\n| torch cell | used | images | min PSNR vs numpy (dB) |\n| --- | --- | ---: | ---: |")
+        for r in rows:
+            print(f"| {r['cell']} | {r['used']} | {r['images']} | {r['psnr_min']:.1f} |")
+        below = [r["cell"] for r in rows if r["used"] != "torch" or r["psnr_min"] < 40]
+        print(f"\n{len(rows)} torch cells; not torch or below 40 dB: {below or 'none'}")
     if a.out:
         with open(a.out, "w") as f:
             json.dump(result, f, indent=1)

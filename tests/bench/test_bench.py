@@ -42,3 +42,30 @@ def test_scaling_mode_runs(tmp_path):
     assert [(r["axis"], r["images"], r["size"]) for r in rows] == [("images", 2, 224), ("images", 4, 224),
                                                                    ("size", 2, 64)]
     assert all(r["run_peak_rss_mib"] > 0 for r in rows if r["axis"] == "images")
+
+
+def _cell(root, name, used, images):
+    from PIL import Image
+
+    cell = root / name
+    (cell / "images").mkdir(parents=True)
+    (cell / "summary.json").write_text(json.dumps({"corruption_backend": {"requested": "torch", "used": used}}))
+    for file, pixels in images.items():
+        Image.fromarray(pixels).save(cell / "images" / file)
+
+
+def test_compare_sweep_pairs_torch_cells_with_their_numpy_twins(tmp_path):
+    import numpy as np
+
+    from benchmarks.corruption import compare_sweep
+
+    flat = np.zeros((10, 10, 3), np.uint8)
+    one_off = flat.copy()
+    one_off[3, 4, 1] = 255  # one value of 300 off by 255: MSE 255^2/300, PSNR 10 log10(300) = 24.77 dB
+    _cell(tmp_path, "corruption=fog,corruption_backend=numpy,severity=1", "numpy", {"a.png": flat, "b.png": flat})
+    _cell(tmp_path, "corruption=fog,corruption_backend=torch,severity=1", "torch", {"a.png": flat, "b.png": one_off})
+    _cell(tmp_path, "corruption=fog,corruption_backend=numpy,severity=2", "numpy", {"a.png": flat})
+    _cell(tmp_path, "corruption=fog,corruption_backend=torch,severity=2", "numpy", {"a.png": flat})
+    rows = compare_sweep(tmp_path)
+    assert [(r["used"], r["images"]) for r in rows] == [("torch", 2), ("numpy", 1)]
+    assert rows[0]["psnr_min"] == pytest.approx(10 * np.log10(300)) and rows[1]["psnr_min"] == float("inf")
