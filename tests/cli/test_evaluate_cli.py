@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +37,27 @@ def assert_user_error(proc, *needles: str) -> None:
     assert "GPU available" not in proc.stdout + proc.stderr  # stopped before the trainer was built
 
 
+def test_lightnings_advert_is_dropped_and_its_device_lines_kept(caplog):
+    from pytorch_lightning.utilities.rank_zero import rank_zero_info
+
+    from iqa_saliency.cli.runtime import quiet_known_adverts
+
+    quiet_known_adverts()
+    quiet_known_adverts()  # idempotent: one filter
+    with caplog.at_level(logging.INFO):
+        rank_zero_info("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]")
+        rank_zero_info("GPU available: False, used: False")
+    assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]
+    filters = logging.getLogger("pytorch_lightning.utilities.rank_zero").filters
+    assert sum(type(f).__name__ == "_DropMessages" for f in filters) == 1
+
+
 @pytest.mark.slow
 def test_motion_blur_run_writes_every_output(tmp_path):
     run = tmp_path / "run"
     proc = run_cli("evaluate.py", "corruption=motion_blur", "severity=2", *FAST, f"hydra.run.dir={run}")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Tip:" not in proc.stdout + proc.stderr  # Lightning's advertisement (quiet_known_adverts)
     rows = read_rows(run)
     assert len(rows) == len(SAMPLE_IMAGES)
     assert set(REQUIRED) <= set(rows[0]) and list(rows[0]) == PER_IMAGE_COLUMNS

@@ -3,6 +3,7 @@ progress output. No Hydra here, so the Python API uses the same set-up."""
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -42,6 +43,31 @@ def quiet_known_warnings() -> None:
     if "SLURM_JOB_ID" not in os.environ:
         warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used",
                                 module=r"lightning_fabric\.plugins\.environments\.slurm")
+    quiet_known_adverts()
+
+
+class _DropMessages(logging.Filter):
+    """Drop log records whose message starts with one of `prefixes`."""
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+# Lightning 2.6 advertises a cloud logger in every Trainer: nothing a run here can act on.
+_ADVERTS = _DropMessages("💡 Tip: For seamless cloud logging")
+
+
+def quiet_known_adverts() -> None:
+    """Drop Lightning's advertisement from its rank-zero log (its messages about devices stay)."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+                 "lightning.pytorch.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if _ADVERTS not in logger.filters:
+            logger.addFilter(_ADVERTS)
 
 
 def show_progress(enabled: bool) -> None:
