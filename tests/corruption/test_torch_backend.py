@@ -134,6 +134,28 @@ def test_jpeg_pool_threads_open_no_openmp_team():
     assert int(done.stdout.split()[-1]) <= 2
 
 
+FORKED_JPEG_SCRIPT = """
+import os, torch
+from iqa_saliency.corruption.torch_backend import corrupt_batch
+torch.set_num_threads(2)
+x = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+parent = corrupt_batch(x, "jpeg_compression", 2, [0, 1, 2, 3])  # the parent's pool threads exist now
+pid = os.fork()
+if pid == 0:
+    torch.set_num_threads(2)
+    os._exit(0 if torch.equal(corrupt_batch(x, "jpeg_compression", 2, [0, 1, 2, 3]), parent) else 3)
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_jpeg_in_a_forked_child_does_not_wait_on_the_parents_threads():
+    """A forked process inherits the parent's thread pool object but not its threads: it must make its own."""
+    done = subprocess.run([sys.executable, "-c", FORKED_JPEG_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "0"
+
+
 def test_study_corruptions_all_run_in_torch():
     assert set(STUDY_CORRUPTIONS) <= TORCH_CORRUPTIONS
     assert all(supports_torch(n) for n in STUDY_CORRUPTIONS)

@@ -17,6 +17,7 @@ resize of a bundled texture in 8-bit fixed point) and spatter (Canny, distance t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -80,15 +81,17 @@ def _saturate(x, severity, seeds, dtype):
 # CUDA batches: encode and decode with nvJPEG (True) or with libjpeg on the host (False; PIL's bytes exactly).
 JPEG_ON_GPU = True
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 
 def _pool() -> ThreadPoolExecutor:
-    """Threads for per-image host work (libjpeg releases the GIL), as many as torch's intra-op threads."""
-    n = torch.get_num_threads()
-    if n not in _POOLS:
-        _POOLS[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="corrupt")
-    return _POOLS[n]
+    """Threads for per-image host work (libjpeg releases the GIL), as many as torch's intra-op threads.
+
+    Keyed by process too: a forked child (a DataLoader worker) inherits the parent's pool without its threads."""
+    key = (os.getpid(), torch.get_num_threads())
+    if key not in _POOLS:
+        _POOLS[key] = ThreadPoolExecutor(max_workers=key[1], thread_name_prefix="corrupt")
+    return _POOLS[key]
 
 
 def _jpeg_compression(x, severity, seeds, dtype):
