@@ -43,6 +43,17 @@ def test_train_config_composes_with_every_dataset(option):
     assert cfg.epochs > 0 and "_target_" in cfg.classifier
 
 
+def test_study_recipe_sets_the_studys_training_and_the_command_line_still_wins():
+    cfg = _compose("train", ["recipe=study", "classifier=study_resnet18", "dataset=mit_indoor"])
+    assert (cfg.epochs, cfg.dataset.batch_size, cfg.label_smoothing, cfg.augment) == (60, 32, 0.0, False)
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (
+        "sgd", 1e-3, 0.0, 1e-3)
+    assert cfg.scheduler.name == "none" and cfg.classifier.normalize is False
+    assert _compose("train", ["recipe=study", "dataset.batch_size=8"]).dataset.batch_size == 8
+    default = _compose("train", [])
+    assert (default.epochs, default.augment, default.optimizer.lr, default.scheduler.name) == (30, True, 0.01, "cosine")
+
+
 def test_the_quality_group_holds_only_model_arguments():
     """quality is instantiated as load_paq2piq(**group) less `normalization` (quality.normalization, issue 12: how
     raw scores become 0-100 and categories; the command line takes it out first): evaluate-only keys live under

@@ -100,6 +100,32 @@ def test_training_learns_and_evaluate_reproduces_val_accuracy(trained):
 
 
 @pytest.mark.slow
+def test_study_recipe_trains_the_study_network_and_evaluate_loads_it_as_study_resnet18(trained, tmp_path):
+    """recipe=study classifier=study_resnet18: the study's network and hyperparameters, unnormalised input; the
+    checkpoint evaluates with classifier=study_resnet18 to the val accuracy training reported."""
+    data, run = trained["data"], tmp_path / "study"
+    proc = run_cli("train.py", "recipe=study", "classifier=study_resnet18", "dataset=folder", f"dataset.root={data}",
+                   *SMALL, "epochs=2", ALL_CATEGORIES, f"dataset.quality_cache={trained['cache']}",
+                   f"hydra.run.dir={run}")
+    ok(proc)
+    summary = json.loads((run / "train_summary.json").read_text())
+    config = summary["config"]
+    assert (config["optimizer"]["lr"], config["optimizer"]["momentum"], config["optimizer"]["weight_decay"]) == (
+        1e-3, 0.0, 1e-3)
+    assert config["scheduler"]["name"] == "none" and config["label_smoothing"] == 0.0 and config["augment"] is False
+    meta = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["iqa_saliency"]
+    assert meta["arch"] == "study_resnet18" and meta["normalize"] is False
+    ev, best = run / "eval", run / "checkpoints" / "best.ckpt"
+    proc = run_cli("evaluate.py", "classifier=study_resnet18", f"classifier.checkpoint={best}", "dataset=folder",
+                   f"dataset.root={data}", *SMALL, "logger=none", "dataset.split=val",
+                   "corruption=none", "severity=0", ALL_CATEGORIES, f"dataset.quality_cache={trained['cache']}",
+                   "figures=0", f"hydra.run.dir={ev}")
+    ok(proc)
+    result = json.loads((ev / "summary.json").read_text())
+    assert result["metrics"]["acc/top1"] == pytest.approx(meta["metrics"]["val/acc_top1"], abs=1e-6)
+
+
+@pytest.mark.slow
 def test_resume_continues_the_epoch_count_and_reuses_quality_scores(trained):
     run2 = trained["tmp"] / "resumed"
     proc = run_cli("train.py", "dataset=folder", f"dataset.root={trained['data']}", *SMALL, "epochs=4",

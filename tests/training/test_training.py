@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+import torchvision
 from PIL import Image
 
 from iqa_saliency.data.sources import ImageFolder
@@ -87,3 +88,74 @@ def test_validation_images_are_the_ones_evaluate_sees(class_folder):
     for i, record in enumerate(source.records):
         expected = pairs[i]["clean"].float() / 255
         torch.testing.assert_close(transform(source.load(record)), expected, rtol=0, atol=0)
+
+
+def _fit_one_epoch(module, data, tmp_path):
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, plugins=[AtomicCheckpointIO()], default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=data)
+    ckpt = tmp_path / "study.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return ckpt
+
+
+def test_study_network_fine_tuned_here_loads_as_the_study_classifier(tmp_path, class_folder):
+    """train.py classifier=study_resnet18: the study's ResNet_Model on unnormalised pixels; evaluate.py loads the
+    checkpoint with classifier=study_resnet18 (same logits, class names by folder) and refuses normalised input."""
+    from iqa_saliency.errors import ConfigError
+    from iqa_saliency.models.classifier import STUDY_ARCH, StudyResNet18
+
+    source = ImageFolder(class_folder)
+    data = ClassificationData(split_source(source, "train", 0.5, 0), split_source(source, "val", 0.5, 0),
+                              crop=32, resize=36, batch_size=2, num_workers=0, augment=False)
+    net, start = build_network_for(STUDY_ARCH, 2, pretrained=False, weights=None, normalize=False)
+    assert isinstance(net.net, StudyResNet18) and net.net.fc.out_features == 2 and start is None
+    module = ClassifierModule(net, source.class_names, STUDY_ARCH, OptimSettings(scheduler="none"))
+    ckpt = _fit_one_epoch(module, data, tmp_path)
+    assert read_checkpoint_meta(str(ckpt))["normalize"] is False
+    clf = load_classifier(STUDY_ARCH, checkpoint=str(ckpt), normalize=False)
+    assert clf.arch == STUDY_ARCH and clf.class_names == ["alpha", "beta"] and not clf.imagenet_classes
+    x = torch.rand(3, 3, 32, 32)
+    module.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(clf.model(x), module(x))
+        torch.testing.assert_close(clf.model(x), clf.model(x), rtol=0, atol=0)  # no dropout in eval
+    with pytest.raises(ConfigError, match="unnormalised.*classifier.normalize=false"):
+        load_classifier("resnet18", checkpoint=str(ckpt))  # normalize=True by default
+
+
+def test_study_body_starts_from_torchvision_resnet18_and_the_head_is_new(monkeypatch):
+    from iqa_saliency.models import classifier as classifiers
+    from iqa_saliency.models.classifier import STUDY_ARCH
+    from iqa_saliency.models.weights import WeightsIdentity
+    from iqa_saliency.training import module as training
+
+    torch.manual_seed(3)
+    body = torchvision.models.resnet18(weights=None)
+    asked = []
+
+    def fake_torchvision(arch, weights=None, pretrained=True, **kwargs):
+        asked.append((arch, weights, pretrained))
+        return classifiers.Classifier(classifiers.NormalizedClassifier(body), arch, [], WeightsIdentity("rn18"))
+
+    monkeypatch.setattr(training, "load_classifier", fake_torchvision)
+    net, start = build_network_for(STUDY_ARCH, 5, pretrained=True, weights=None, seed=1, normalize=False)
+    assert asked == [("resnet18", "IMAGENET1K_V1", True)] and start.name == "rn18" and not net.normalize
+    own = net.net.ResNet_Module.state_dict()
+    assert set(own) == {k for k in body.state_dict() if not k.startswith("fc.")}
+    assert all(torch.equal(v, body.state_dict()[k]) for k, v in own.items())
+    assert net.net.fc.out_features == 5
+    again, _ = build_network_for(STUDY_ARCH, 5, pretrained=True, weights=None, seed=1, normalize=False)
+    assert torch.equal(again.net.fc.weight, net.net.fc.weight)  # the new head is seeded
+
+
+def test_without_augmentation_train_images_are_prepared_as_val_images(class_folder):
+    from iqa_saliency.training.module import eval_transform
+
+    source = ImageFolder(class_folder)
+    data = ClassificationData(source, source, crop=32, resize=36, batch_size=2, num_workers=0, augment=False)
+    prepare = eval_transform(36, 32)
+    for i, record in enumerate(source.records):
+        image, label = data.train_set[i]
+        torch.testing.assert_close(image, prepare(source.load(record)), rtol=0, atol=0)
+        assert label == record.label

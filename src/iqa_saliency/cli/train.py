@@ -57,6 +57,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         warmup_epochs=cfg.scheduler.warmup_epochs, step_size=cfg.scheduler.step_size, gamma=cfg.scheduler.gamma,
         label_smoothing=cfg.label_smoothing,
     )
+    if not isinstance(cfg.augment, bool):
+        raise ConfigError(f"augment={cfg.augment!r} is not a boolean. Use augment=true or augment=false.")
     if cfg.dataset.crop is None:
         raise ConfigError("Training needs a fixed input size. Set dataset.crop=224 (or another size).")
     selection = Selection.from_options(OmegaConf.to_container(cfg.dataset, resolve=True), cfg.seed,
@@ -66,9 +68,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise DatasetError(f"Training needs labelled images, and '{cfg.dataset.root}' has no class folders. "
                            "Point dataset.root at a folder with one subfolder per class.")
     # Weights first: a missing download should fail before the images are scored.
+    normalize = bool(cfg.classifier.get("normalize", True))
     network, start_weights = build_network_for(cfg.classifier.arch, len(source.class_names), cfg.pretrained,
                                                cfg.classifier.weights, seed=cfg.seed,
-                                               checkpoint=cfg.classifier.checkpoint)
+                                               checkpoint=cfg.classifier.checkpoint, normalize=normalize)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     from .evaluate import quality_model_config, score_normalizer
 
@@ -98,7 +101,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
              len(val_source))
     data = ClassificationData(train_source, val_source, crop=cfg.dataset.crop, resize=cfg.dataset.resize,
                               batch_size=cfg.dataset.batch_size, num_workers=0,
-                              small=cfg.dataset.get("small", "upscale"))
+                              small=cfg.dataset.get("small", "upscale"), augment=bool(cfg.augment))
     meta = {
         "selection": selection.meta(),
         "image_size": {"resize": cfg.dataset.resize, "crop": cfg.dataset.crop},

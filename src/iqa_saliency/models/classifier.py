@@ -115,7 +115,9 @@ def replace_head(net: nn.Module, num_classes: int) -> nn.Module:
 
 
 def build_network(arch: str, num_classes: int = 1000) -> nn.Module:
-    """An untrained torchvision network of the given architecture."""
+    """An untrained network of the given architecture: a torchvision name, or the study's (study_resnet18)."""
+    if arch == STUDY_ARCH:
+        return StudyResNet18(num_classes)
     if arch not in classifier_names():
         raise ConfigError(f"Unknown classifier '{arch}'. Use a torchvision model name such as: "
                           f"{', '.join(n for n in classifier_names() if n.startswith('resnet'))}.")
@@ -160,12 +162,11 @@ def load_classifier(
         if pretrained and not checkpoint:
             raise ConfigError("classifier=study_resnet18 needs the study's checkpoint. Set classifier.checkpoint=PATH "
                               "to its .ckpt file (or pretrained=false for untrained weights).")
-        return load_study_classifier(checkpoint if pretrained else None, normalize=normalize, seed=seed,
-                                     num_classes=num_classes)
+        # a checkpoint given is used whatever `pretrained` says, as for the torchvision architectures
+        return load_study_classifier(checkpoint, normalize=normalize, seed=seed, num_classes=num_classes)
     if checkpoint:
-        classifier = _from_checkpoint(arch, checkpoint, override)
-        classifier.model.normalize = normalize
-        return classifier
+        path, digest = fetch_weights(checkpoint, None, override)
+        return _from_loaded(load_checkpoint_file(path, override), arch, path, digest, normalize)
     if not pretrained or not weights:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -210,6 +211,8 @@ def load_study_classifier(checkpoint: str | None, normalize: bool = False, seed:
                           [str(i) for i in range(n)], WeightsIdentity(UNTRAINED), extra=extra, imagenet_classes=False)
     path, digest = fetch_weights(str(checkpoint), None, override)
     obj = load_checkpoint_file(path, override, allow=(argparse.Namespace,))
+    if isinstance(obj, dict) and CHECKPOINT_META_KEY in obj:  # the study's network fine-tuned by train.py
+        return _from_loaded(obj, STUDY_ARCH, path, digest, normalize)
     if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
         raise UserError(f"'{path}' is not a Lightning checkpoint of the study (no 'state_dict'). Set {override}=PATH "
                         "to one of its .ckpt files, or use classifier=resnet18 for other weights.")
@@ -229,10 +232,16 @@ def load_study_classifier(checkpoint: str | None, normalize: bool = False, seed:
                       imagenet_classes=False)
 
 
-def _from_checkpoint(arch: str, checkpoint: str, override: str) -> Classifier:
-    path, digest = fetch_weights(checkpoint, None, override)
-    obj = load_checkpoint_file(path, override)
+def _from_loaded(obj: Any, arch: str, path: Any, digest: str, normalize: bool) -> Classifier:
+    """A classifier from a loaded state_dict or train.py checkpoint (whose metadata names arch and classes)."""
+    override = "classifier.checkpoint"
     meta = obj.get(CHECKPOINT_META_KEY, {}) if isinstance(obj, dict) else {}
+    # train.py records the input normalisation it trained with (checkpoints without the key were normalised)
+    trained = bool(meta.get("normalize", True)) if meta else normalize
+    if trained != normalize:
+        how = "ImageNet mean/std normalised" if trained else "unnormalised [0, 1]"
+        raise ConfigError(f"'{path}' was trained on {how} pixels. Set classifier.normalize={str(trained).lower()} "
+                          "to evaluate it as it was trained.")
     arch = meta.get("arch", arch)
     class_names = list(meta.get("class_names") or [])
     state = extract_state_dict(obj, path, override)
@@ -243,7 +252,7 @@ def _from_checkpoint(arch: str, checkpoint: str, override: str) -> Classifier:
     imagenet = not class_names and num_classes == 1000
     if not class_names:
         class_names = imagenet_categories() if imagenet else [str(i) for i in range(num_classes)]
-    return Classifier(NormalizedClassifier(net).eval(), arch, class_names,
+    return Classifier(NormalizedClassifier(net, normalize=normalize).eval(), arch, class_names,
                       WeightsIdentity(f"{arch}:{path.name}", str(path), digest), extra=dict(meta),
                       imagenet_classes=imagenet)
 

@@ -25,7 +25,14 @@ from ..data.loading import ShardSampler
 from ..data.sources import NO_LABEL, ImageSource
 from ..errors import ConfigError, DatasetError
 from ..io.atomic import atomic_write
-from ..models.classifier import CHECKPOINT_META_KEY, NormalizedClassifier, build_network, load_classifier, replace_head
+from ..models.classifier import (
+    CHECKPOINT_META_KEY,
+    STUDY_ARCH,
+    NormalizedClassifier,
+    build_network,
+    load_classifier,
+    replace_head,
+)
 from ..models.weights import WeightsIdentity
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -63,16 +70,18 @@ class LabelledImages(Dataset):
 
 
 class ClassificationData(pl.LightningDataModule):
-    """Train (augmented, shuffled) and val (deterministic) loaders over two image sources."""
+    """Train (augmented unless augment=False; shuffled) and val (deterministic) loaders over two image sources."""
 
     def __init__(self, train: ImageSource, val: ImageSource, crop: int, resize: int | None, batch_size: int = 32,
-                 num_workers: int = 2, pin_memory: bool = False, small: str = "upscale") -> None:
+                 num_workers: int = 2, pin_memory: bool = False, small: str = "upscale", augment: bool = True) -> None:
         super().__init__()
         for name, source in (("train", train), ("val", val)):
             if not source.class_names or any(r.label == NO_LABEL for r in source.records):
                 raise DatasetError(f"The {name} images have no class labels. Point dataset.root at a folder with "
                                    "one subfolder per class.")
-        self.train_set = LabelledImages(train, train_transform(crop))
+        # augment=False: training images prepared as the val images are (the original study trained so)
+        prepare = train_transform(crop) if augment else eval_transform(resize, crop, small)
+        self.train_set = LabelledImages(train, prepare)
         self.val_set = LabelledImages(val, eval_transform(resize, crop, small))
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
 
@@ -131,14 +140,27 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 
 
 def build_network_for(arch: str, num_classes: int, pretrained: bool, weights: str | None, seed: int = 0,
-                      checkpoint: str | None = None) -> tuple[NormalizedClassifier, WeightsIdentity | None]:
-    """The network with a fresh `num_classes` head: from a weights file, torchvision's weights, or untrained."""
+                      checkpoint: str | None = None, normalize: bool = True
+                      ) -> tuple[NormalizedClassifier, WeightsIdentity | None]:
+    """The network with a fresh `num_classes` head: from a weights file, torchvision's weights, or untrained.
+
+    arch=study_resnet18 is the study's ResNet_Model: its ResNet_Module starts from torchvision's resnet18
+    weights (`weights`, default IMAGENET1K_V1, as the study's models.py), or from a study/train.py checkpoint.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if arch == STUDY_ARCH and not checkpoint:
+            net, start = build_network(STUDY_ARCH, num_classes), None
+            if pretrained:
+                body = load_classifier("resnet18", weights=weights or "IMAGENET1K_V1", pretrained=True)
+                body.model.net.fc = torch.nn.Identity()
+                net.ResNet_Module.load_state_dict(body.model.net.state_dict())
+                start = body.weights
+            return NormalizedClassifier(net, normalize=normalize), start
         if checkpoint or (pretrained and weights):
-            base = load_classifier(arch, weights=weights, checkpoint=checkpoint, pretrained=True)
-            return NormalizedClassifier(replace_head(base.model.net, num_classes)), base.weights
-        return NormalizedClassifier(build_network(arch, num_classes)), None
+            base = load_classifier(arch, weights=weights, checkpoint=checkpoint, pretrained=True, normalize=normalize)
+            return NormalizedClassifier(replace_head(base.model.net, num_classes), normalize=normalize), base.weights
+        return NormalizedClassifier(build_network(arch, num_classes), normalize=normalize), None
 
 
 class ClassifierModule(pl.LightningModule):
@@ -207,6 +229,7 @@ class ClassifierModule(pl.LightningModule):
         # Plain lists, strings and numbers only: evaluate.py reads this with torch.load(weights_only=True).
         checkpoint[CHECKPOINT_META_KEY] = {
             **self.meta, "arch": self.arch, "class_names": list(self.class_names),
+            "normalize": bool(self.classifier.normalize),  # evaluate.py must feed the same input (it checks)
             "epoch": int(self.current_epoch), "metrics": metrics,
         }
 
