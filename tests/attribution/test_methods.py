@@ -178,7 +178,7 @@ def test_layer_cam_equals_hand_written_reference(classifier, samples):
 def test_gradcam_plus_plus_equals_numpy_reference(classifier, samples):
     model, target = classifier.model, torch.tensor([281, 967])
     g, a = (t.double().numpy() for t in _layer_grads_acts(model, model.net.layer4, _grad_input(samples), target))
-    # pytorch-grad-cam's closed form: alpha = g² / (2g² + ΣA·g³), weights = Σ alpha·ReLU(g)
+    # the paper's closed form: alpha = g² / (2g² + ΣA·g³), weights = Σ alpha·ReLU(g) (pytorch-grad-cam adds eps 1e-6)
     denom = 2 * g**2 + a.sum(axis=(2, 3), keepdims=True) * g**3
     alpha = np.where(denom != 0, g**2 / np.where(denom != 0, denom, 1), 0)
     weights = (alpha * np.maximum(g, 0)).sum(axis=(2, 3), keepdims=True)

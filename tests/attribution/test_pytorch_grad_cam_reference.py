@@ -177,3 +177,23 @@ def test_cam_on_gradients_with_exact_zeros_equals_pytorch_grad_cam(name, classif
     method = build_attribution(name, classifier.model)
     got = method.cam(torch.from_numpy(grads), torch.from_numpy(acts))[:, 0].numpy()
     assert _relative_to_peak(got, want).max() <= 1e-12
+
+
+@pytest.mark.parametrize("layer", ["net.layer4", "net.layer3"])
+def test_gradcam_plus_plus_with_the_peers_eps_is_pytorch_grad_cam_itself(layer, classifier, samples):
+    """attribution.options.eps=1e-6 reproduces pytorch-grad-cam's default Grad-CAM++, unscaled, at the layer and at
+    the input size."""
+    want_layer, want_out = _peer("gradcam_plus_plus", classifier.model, layer, samples)
+    method = build_attribution("gradcam_plus_plus", classifier.model, layer=layer, eps=1e-6)
+    got = method.layer_map(samples.clone().requires_grad_(True), TARGET)[:, 0].detach().numpy()
+    assert _relative_to_peak(got, want_layer).max() <= REL_LAYER
+    out = method.attribute(samples.clone().requires_grad_(True), TARGET).detach().numpy()
+    np.testing.assert_allclose(_min_max(out), want_out, rtol=0, atol=ATOL_INPUT)
+
+
+@pytest.mark.parametrize("eps", [-1e-6, "small", float("nan")])
+def test_gradcam_plus_plus_eps_must_be_a_number_at_least_zero(eps, classifier):
+    from iqa_saliency.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="eps"):
+        build_attribution("gradcam_plus_plus", classifier.model, eps=eps)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from captum.attr import LayerGradCam
 
+from ..errors import ConfigError
 from .base import LayerAttributionMap, quiet_captum
 from .registry import register
 
@@ -34,12 +35,29 @@ class LayerCAM(LayerAttributionMap):
 
 @register("gradcam_plus_plus")
 class GradCAMPlusPlus(LayerAttributionMap):
-    """Grad-CAM++ (Chattopadhay et al. 2018), closed-form weights (exponential-output form) from layer gradients."""
+    """Grad-CAM++ (Chattopadhay et al. 2018), closed-form weights (exponential-output form) from layer gradients.
+
+    alpha = g² / (2g² + ΣA·g³ + eps), 0 where g or the denominator is 0. eps=0 (default) is the paper's formula;
+    eps=1e-6 is pytorch-grad-cam's, which matters at a ResNet's last block, where |g| ~ 1e-3 makes 2g² ~ eps.
+    """
+
+    def __init__(self, model: torch.nn.Module, layer: str | None = None, relu: bool = True,
+                 interpolate: str = "bilinear", eps: float = 0.0) -> None:
+        super().__init__(model, layer=layer, relu=relu, interpolate=interpolate)
+        try:
+            self.eps = float(eps)
+        except (TypeError, ValueError):
+            self.eps = float("nan")
+        if not self.eps >= 0:
+            raise ConfigError(f"attribution.options.eps={eps!r} is not a number >= 0. Use 0 (the paper) or 1e-6 "
+                              "(pytorch-grad-cam).")
+        self.options["eps"] = self.eps
 
     def cam(self, grads: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
         g2, g3 = grads.pow(2), grads.pow(3)
-        denom = 2 * g2 + acts.sum(dim=(2, 3), keepdim=True) * g3
-        alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, 1.0), 0.0)
+        denom = 2 * g2 + acts.sum(dim=(2, 3), keepdim=True) * g3 + self.eps
+        kept = (grads != 0) & (denom != 0)
+        alpha = torch.where(kept, g2 / torch.where(denom != 0, denom, 1.0), 0.0)
         weights = (alpha * grads.clamp_min(0)).sum(dim=(2, 3), keepdim=True)
         cam = (weights * acts).sum(dim=1, keepdim=True)
         return cam.clamp_min(0) if self.relu else cam
