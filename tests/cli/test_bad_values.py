@@ -28,11 +28,15 @@ def assert_refused(proc, run, *needles: str) -> None:
     ("seed=99999999999", "from 0 to 4294967295"),
     ("seed=-1", "seed=-1"),
     ("quality.sha256=7916", "read as a number"),
+    ("attribution.options.interpolate=area", "attribution.options.interpolate='area'"),
+    ("attribution=integrated_gradients attribution.options.n_steps=0", "n_steps"),
+    ("attribution=gradcam_plus_plus attribution.options.eps=-1", "eps"),
 ])
 def test_bad_values_stop_before_models_load(tmp_path, override, needle):
     run = tmp_path / "run"
-    proc = run_cli("evaluate.py", override, *FAST, f"hydra.run.dir={run}")
+    proc = run_cli("evaluate.py", *override.split(), *FAST, f"hydra.run.dir={run}")
     assert_refused(proc, run, needle)
+    assert "GPU available" not in proc.stdout + proc.stderr  # refused before the trainer was built
 
 
 def test_zero_byte_checkpoint(tmp_path):

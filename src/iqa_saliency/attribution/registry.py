@@ -44,12 +44,22 @@ def method_defaults(name: str) -> dict[str, Any]:
 
 
 def check_attribution(name: str, options: dict[str, Any], key: str = "attribution.options") -> None:
-    """Raise ConfigError for an unknown method or option, before any model is built."""
+    """Raise ConfigError for an unknown method, option or option value, before any model is built.
+
+    The values are checked by the method's own constructor on a small stand-in network; only `layer`, which
+    names a module of the real model, is left to build_attribution.
+    """
     check_attribution_name(name)
     unknown = sorted(set(options) - set(method_defaults(name)))
     if unknown:
         raise ConfigError(f"{name} has no option {', '.join(unknown)}. Use {key} keys from: "
                           f"{', '.join(method_defaults(name))}.")
+    ATTRIBUTION_METHODS[name](_stand_in(), **{k: v for k, v in options.items() if k != "layer"})
+
+
+def _stand_in() -> nn.Module:
+    """A tiny convolutional classifier to construct methods on (construction only; nothing runs through it)."""
+    return nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
 
 
 def build_attribution(name: str, model: nn.Module, **options: Any) -> AttributionMethod:
