@@ -155,6 +155,22 @@ def test_dataset_restored_resume_finishes_exactly(tmp_path, data, reference):
     assert_same_folder(folder, want)
 
 
+def test_a_map_file_damaged_before_the_resume_is_computed_again(tmp_path, data, reference):
+    """One bit of a finished image's .npz flipped (its zip CRC-32 no longer matches): the resume redoes that image
+    (its batch) and the folder ends equal to the uninterrupted run's."""
+    want, _ = reference
+    folder = tmp_path / "run"
+    kill_after_rows(folder, data, rows=3)
+    damaged = sorted((folder / "maps").glob("*.npz"))[0]
+    payload = bytearray(damaged.read_bytes())
+    payload[len(payload) // 2] ^= 0x10
+    damaged.write_bytes(bytes(payload))
+    code, out, err = run(folder, data, "resume=true")
+    assert code == 0, err[-3000:]
+    assert "damaged" in out + err and damaged.name in out + err
+    assert_same_folder(folder, want)
+
+
 def test_resume_with_other_numerics_is_refused(tmp_path, data):
     folder = tmp_path / "run"
     kill_after_rows(folder, data)

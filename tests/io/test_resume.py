@@ -53,6 +53,23 @@ def test_rows_without_their_maps_are_redone(tmp_path):
     assert w.done_indices() == {0, 2}
 
 
+@pytest.mark.parametrize("damage", ["flip_a_value", "truncate", "empty"])
+def test_rows_whose_maps_are_damaged_are_redone(tmp_path, damage, caplog):
+    """An .npz carries a CRC-32 per array: a file damaged after it was written counts as missing (and says so)."""
+    w = RunWriter(tmp_path)
+    for name in ("a", "b"):
+        w.save_maps(f"maps/{name}.npz", quality_map=np.arange(400, dtype=np.float32).reshape(20, 20))
+    w.append_rows([row(0, "maps/a.npz"), row(1, "maps/b.npz")])
+    path = tmp_path / "maps" / "b.npz"
+    data = bytearray(path.read_bytes())
+    if damage == "flip_a_value":
+        data[data.index(np.float32(200).tobytes())] ^= 0x01  # one bit of one value; the zip structure is intact
+    path.write_bytes(bytes(data[: len(data) // 2]) if damage == "truncate" else b"" if damage == "empty" else data)
+    with caplog.at_level("WARNING"):
+        assert w.done_indices() == {0}
+    assert "img1" in caplog.text and "damaged" in caplog.text
+
+
 def test_parts_of_any_world_size_are_merged(tmp_path):
     # an interrupted 2-process run resumed by 1 process: rank 1's part must not be forgotten
     RunWriter(tmp_path, rank=1).append_rows([row(1), row(3)])

@@ -17,6 +17,8 @@ Files: a 50,000-image x 75-cell grid is 3.75 M .npz files; as zarr it is one fil
 from __future__ import annotations
 
 import threading
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,10 +59,18 @@ def split_ref(ref: str) -> tuple[str, int | None]:
 
 
 def maps_on_disk(run_dir: str | Path, ref: str) -> bool:
-    """Whether the maps a row names exist (a zarr row is committed only after its chunk is written)."""
+    """Whether the maps a row names exist and are intact: an .npz must pass its zip CRC-32 of every array (a file
+    damaged after it was written reads as missing, so its image is computed again); a zarr row is committed only
+    after its chunk is written."""
     path, index = split_ref(ref)
     target = Path(run_dir) / path
-    return target.is_dir() if index is not None else target.is_file()
+    if index is not None:
+        return target.is_dir()
+    try:
+        with zipfile.ZipFile(target) as archive:
+            return archive.testzip() is None
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error):
+        return False
 
 
 def read_maps(run_dir: str | Path, ref: str) -> dict[str, np.ndarray]:

@@ -143,9 +143,10 @@ def start_run(writer: RunWriter, images: int | Sequence[str], resume: bool, conf
     done: dict[int, str] = {}
     if resume:
         writer.repair_part()
-        done = writer.done_rows() if isinstance(images, int) else _matching(writer.done_rows(), ids)
+        finished = writer.done_rows()  # reads every finished row's maps once (their CRCs)
+        done = finished if isinstance(images, int) else _matching(finished, ids)
         if rank == 0 and not isinstance(images, int):
-            _check_same_dataset(writer.run_dir, manifest, writer.done_rows())
+            _check_same_dataset(writer.run_dir, manifest, finished)
         if rank == 0 and identity is not None:
             _check_same_identity(writer.run_dir, identity)
         if done:

@@ -169,8 +169,12 @@ class RunWriter:
     def done_rows(self) -> dict[int, str]:
         """Images already finished by an earlier attempt, index -> image id: rows whose maps are on disk (rows
         are committed only after all their files), and skipped images."""
-        done = {i: row["image"] for i, row in self.read_rows(PER_IMAGE).items()
-                if not row.get("maps") or maps_on_disk(self.run_dir, row["maps"])}
+        done = {}
+        for i, row in self.read_rows(PER_IMAGE).items():
+            if not row.get("maps") or maps_on_disk(self.run_dir, row["maps"]):
+                done[i] = row["image"]
+            elif (self.run_dir / row["maps"]).is_file():
+                log.warning("The maps of %s (%s) are damaged: the image is computed again.", row["image"], row["maps"])
         return {**{i: row["image"] for i, row in self.read_rows(SKIPPED).items()}, **done}
 
     def done_indices(self) -> set[int]:
