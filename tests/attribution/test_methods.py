@@ -260,6 +260,19 @@ def test_check_attribution_needs_no_model():
         check_attribution("occlusion", {"windw": 8})
 
 
+@pytest.mark.parametrize("name", sorted(ATTRIBUTION_METHODS))
+def test_check_attribution_checks_values_and_leaves_the_rng_alone(name):
+    """Values are checked before any model exists (the method's own checks on a stand-in); the caller's random
+    stream does not move, so checking cannot change a seeded run's numbers."""
+    state = torch.random.get_rng_state()
+    check_attribution(name, {k: v for k, v in method_defaults(name).items() if k != "layer"})
+    assert torch.equal(torch.random.get_rng_state(), state)
+    option = "reduce" if "reduce" in method_defaults(name) else "interpolate"
+    if option in method_defaults(name):
+        with pytest.raises(ConfigError, match=option):
+            check_attribution(name, {option: "no-such-choice"})
+
+
 def test_occlusion_window_larger_than_image_is_a_config_error(classifier, samples):
     with pytest.raises(ConfigError, match="window.*at most 128"):
         build_attribution("occlusion", classifier.model, window=160).attribute(samples, torch.tensor([1, 2]))

@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError
@@ -58,8 +59,11 @@ def check_attribution(name: str, options: dict[str, Any], key: str = "attributio
 
 
 def _stand_in() -> nn.Module:
-    """A tiny convolutional classifier to construct methods on (construction only; nothing runs through it)."""
-    return nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+    """A tiny convolutional classifier to construct methods on (construction only; nothing runs through it).
+
+    Built under a forked RNG: checking options must not move the caller's random stream."""
+    with torch.random.fork_rng(devices=[]):
+        return nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
 
 
 def build_attribution(name: str, model: nn.Module, **options: Any) -> AttributionMethod:
