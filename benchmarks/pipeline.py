@@ -4,6 +4,7 @@
     python -m iqa_saliency.bench --device cuda --images 4096 --batch-size 256 --warm-cache
     python -m iqa_saliency.bench --scaling --scaling-images 100,1000,5000 --scaling-sizes 224,512,1024
     python -m benchmarks.pipeline --compare-backends --corruption zoom_blur --images 32 --repeats 2
+    python -m benchmarks.pipeline --memory-trace --images 1600 --workers 2   # peak RSS by quarter of one run
 
 Weights are untrained (timing does not depend on their values). Prints a markdown table; --out writes JSON.
 """
@@ -11,6 +12,7 @@ Weights are untrained (timing does not depend on their values). Prints a markdow
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -226,8 +228,8 @@ def fixed_outputs(grid: int, num_classes: int) -> Callable[[torch.Tensor, torch.
 
 def pipeline_run(n: int, corruption: str, severity: int, method: str, size: int, batch_size: int, workers: int,
                  accelerator: str, precision: str, corruption_cache: str | None, channels_last: bool,
-                 clean_cache: str | None = None, host_only: bool = False, corruption_backend: str = "numpy"
-                 ) -> Timing:
+                 clean_cache: str | None = None, host_only: bool = False, corruption_backend: str = "numpy",
+                 callbacks: list[Any] | None = None) -> Timing:
     """The project's pipeline (run_evaluation with a Lightning Trainer), end to end into a temporary folder.
 
     host_only: the model calls return fixed outputs instead (everything else runs): the host side's own bound.
@@ -244,7 +246,7 @@ def pipeline_run(n: int, corruption: str, severity: int, method: str, size: int,
     try:
         trainer = pl.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False,
                              inference_mode=False, use_distributed_sampler=False, enable_checkpointing=False,
-                             enable_model_summary=False, enable_progress_bar=False)
+                             enable_model_summary=False, enable_progress_bar=False, callbacks=callbacks)
         infer = fixed_outputs(quality.grid, models.classifier.num_classes) if host_only else None
         start = time.perf_counter()
         result = run_evaluation(
@@ -315,6 +317,45 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         self.peak_mib = round(max(self.peak_mib, self.current_mib()), 1)
+
+
+def memory_trace(args: argparse.Namespace) -> dict[str, Any]:
+    """One run in this fresh process: the peak RSS of each quarter of its batches and its trend in MB per image,
+    so memory held per image (a leak or a fragmenting heap) shows as a rise from quarter to quarter."""
+    import pytorch_lightning as pl
+
+    device, accelerator, workers, precision = _execution(args)
+    peaks: list[float] = []
+    window = {"peak": 0.0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.02):
+            window["peak"] = max(window["peak"], RssSampler.current_mib())
+
+    class EachBatch(pl.Callback):
+        def on_test_batch_end(self, *_: Any) -> None:
+            peaks.append(max(window["peak"], RssSampler.current_mib()))
+            window["peak"] = 0.0
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        t = pipeline_run(args.images, args.corruption, args.severity, args.method, args.size, args.batch_size,
+                         workers, accelerator, precision, None, args.channels_last, host_only=args.host_only,
+                         callbacks=[EachBatch()])
+    finally:
+        stop.set()
+        thread.join()
+    q = max(1, len(peaks) // 4)
+    quarters = [round(max(peaks[i * q:(i + 1) * q]), 1) for i in range(min(4, len(peaks)))]
+    slope = float(np.polyfit(np.arange(len(peaks)) * args.batch_size, peaks, 1)[0]) if len(peaks) > 1 else 0.0
+    print(f"machine: {machine(device)}\n  {args.images} images @{args.size}, batch {args.batch_size}, {workers} "
+          f"workers{' (host only)' if args.host_only else ''}: {t.seconds:.1f} s; peak RSS by quarter of the "
+          f"batches {quarters} MiB; trend of the per-batch peaks {slope:+.4f} MB per image", flush=True)
+    return {"config": vars(args), "machine": machine(device), "seconds": round(t.seconds, 2),
+            "batch_peak_rss_mib": [round(v, 1) for v in peaks], "quarter_peak_rss_mib": quarters,
+            "mb_per_image": round(slope, 5)}
 
 
 def peak_memory(device: torch.device) -> dict[str, float]:
@@ -458,6 +499,9 @@ def run_scaling(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     print(f"machine: {machine(device)}", flush=True)
     for n in [int(v) for v in args.scaling_images.split(",") if v.strip()]:
+        # the previous run's trainer, module and models are held in reference cycles until the cyclic collector
+        # runs: without this each run's peak would include the runs before it (about 150 MB each at 224 px)
+        gc.collect()
         with RssSampler() as rss:
             t = pipeline_run(n, args.corruption, args.severity, args.method, 224, args.batch_size, workers,
                              accelerator, precision, None, args.channels_last)
@@ -498,6 +542,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare-backends", action="store_true",
                    help="time one cell end to end with corruption_backend=numpy and torch (see --repeats)")
     p.add_argument("--repeats", type=int, default=1, help="--compare-backends: best of this many runs each")
+    p.add_argument("--memory-trace", action="store_true",
+                   help="one run (--images): peak RSS by quarter of its batches and MB per image")
+    p.add_argument("--host-only", action="store_true", help="--memory-trace: model calls give fixed outputs")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     reuse_freed_heap()  # as run_evaluation does, so the per-image loop runs with the same heap settings
@@ -505,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
         results = compare_bf16(args)
     elif args.compare_backends:
         results = compare_backends(args)
+    elif args.memory_trace:
+        results = memory_trace(args)
     else:
         results = run_scaling(args) if args.scaling else run_benchmark(args)
     if args.out:

@@ -44,6 +44,18 @@ def test_scaling_mode_runs(tmp_path):
     assert all(r["run_peak_rss_mib"] > 0 for r in rows if r["axis"] == "images")
 
 
+
+@pytest.mark.slow
+def test_memory_trace_mode_reports_each_batch(tmp_path):
+    out = tmp_path / "trace.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.pipeline", "--memory-trace", "--host-only", "--images", "8", "--size", "64",
+         "--batch-size", "2", "--workers", "0", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert len(results["batch_peak_rss_mib"]) == 4 and len(results["quarter_peak_rss_mib"]) == 4
+    assert all(v > 0 for v in results["batch_peak_rss_mib"]) and "mb_per_image" in results
+
 def _cell(root, name, used, images):
     from PIL import Image
 
