@@ -14,6 +14,7 @@ read back and removed.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import shutil
@@ -177,6 +178,7 @@ def evaluate_images(
     finally:
         HydraConfig.instance().cfg = previous
         shutil.rmtree(run_dir, ignore_errors=True)
+        gc.collect()  # the run's trainer, module and models sit in reference cycles: free them before the next call
 
 
 def _read_run(run_dir: Path, summary: dict[str, Any]) -> ApiResult:

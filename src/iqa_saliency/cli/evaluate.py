@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -237,6 +238,10 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
         print(f"interrupted: partial results in {run_dir}; finish with resume=true hydra.run.dir={run_dir}",
               file=sys.stderr)
         sys.exit(130)
+    finally:
+        # The finished cell's trainer, module and models are held in reference cycles (Lightning's own): freed
+        # now, not whenever the collector runs, so a sweep's next cell in this process does not carry them.
+        gc.collect()
 
 
 def run() -> None:
