@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
@@ -167,8 +168,11 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
     """The Hydra job: one training run."""
     quiet_known_warnings()
     show_progress(cfg.trainer.get("enable_progress_bar", True))
-    with exit_on_user_error():
-        return train(cfg)
+    try:
+        with exit_on_user_error():
+            return train(cfg)
+    finally:
+        gc.collect()  # the finished run's trainer and model sit in reference cycles: free them before a sweep's next
 
 
 def run() -> None:
