@@ -179,6 +179,20 @@ def test_cam_on_gradients_with_exact_zeros_equals_pytorch_grad_cam(name, classif
     assert _relative_to_peak(got, want).max() <= 1e-12
 
 
+def test_gradcam_plus_plus_on_gradients_of_exactly_one_equals_pytorch_grad_cam(classifier):
+    """Gradients of exactly +1 and -1 among small ones: alpha's guards test for 0 only, not for any other value."""
+    rng = np.random.default_rng(1)
+    acts = np.maximum(rng.normal(size=(2, 8, 4, 5)), 0)
+    grads = rng.normal(scale=0.5, size=acts.shape)
+    grads[0, :4, 1, 2], grads[1, 3:6, 0, :] = 1.0, -1.0
+    module = classifier.model.net.layer4
+    with PEER["gradcam_plus_plus"](model=classifier.model, target_layers=[module]) as cam:
+        want = np.maximum(cam.get_cam_image(None, module, None, acts / LAMBDA, grads * LAMBDA, False), 0)
+    got = build_attribution("gradcam_plus_plus", classifier.model).cam(torch.from_numpy(grads),
+                                                                         torch.from_numpy(acts))[:, 0].numpy()
+    assert _relative_to_peak(got, want).max() <= 1e-12
+
+
 @pytest.mark.parametrize("layer", ["net.layer4", "net.layer3"])
 def test_gradcam_plus_plus_with_the_peers_eps_is_pytorch_grad_cam_itself(layer, classifier, samples):
     """attribution.options.eps=1e-6 reproduces pytorch-grad-cam's default Grad-CAM++, unscaled, at the layer and at
@@ -195,5 +209,5 @@ def test_gradcam_plus_plus_with_the_peers_eps_is_pytorch_grad_cam_itself(layer, 
 def test_gradcam_plus_plus_eps_must_be_a_number_at_least_zero(eps, classifier):
     from iqa_saliency.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="eps"):
+    with pytest.raises(ConfigError, match=r"eps=.* Use 0 \(the paper\) or 1e-6 \(pytorch-grad-cam\)\.$"):
         build_attribution("gradcam_plus_plus", classifier.model, eps=eps)
