@@ -274,8 +274,9 @@ def test_cancelled_job_fails_the_sweep_then_resumes(cluster, tmp_path):
             proc.wait()
     output = log.read_text()
     assert proc.returncode != 0, output
-    # submitit names the state (no result file) or the job's own error (the run stops on SIGTERM and says so)
-    assert "CANCELLED" in output or "SIGTERM" in output, output[-4000:]
+    # submitit names the state (no result file) or the job's own error: the run stops on SIGTERM and says so, or,
+    # when scancel's SIGTERM reaches a DataLoader worker first, the loader reports its worker terminated
+    assert any(s in output for s in ("CANCELLED", "SIGTERM", "killed by signal: Terminated")), output[-4000:]
     assert cluster.sacct(jid)[0]["State"].startswith("CANCELLED")
     assert not (cell / "summary.json").exists()
     assert (cell / "INCOMPLETE").exists()
