@@ -11,7 +11,7 @@ BENCH_OUT ?= bench-out
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,launchers,zarr]"
+	$(PY) -m pip install --quiet -e ".[dev,launchers,zarr,zoo]"
 	touch $(STAMP)
 
 install: $(STAMP)

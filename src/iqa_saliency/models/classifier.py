@@ -13,6 +13,16 @@ from torch import nn
 from torchvision import models as tvm
 
 from ..errors import ConfigError, UserError
+from .timm_zoo import (
+    DEFAULT_TAG,
+    TIMM_PREFIX,
+    build_timm_network,
+    check_timm_name,
+    input_stats,
+    is_timm_arch,
+    pretrained_timm_network,
+    timm_name,
+)
 from .weights import (
     UNTRAINED,
     WeightsIdentity,
@@ -99,8 +109,19 @@ def imagenet_categories() -> list[str]:
     return list(tvm.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
+def wrap(net: nn.Module, arch: str, normalize: bool = True) -> NormalizedClassifier:
+    """`net` taking [0, 1] RGB: with the mean/std its weights expect (timm's pretrained config, else ImageNet's)."""
+    if is_timm_arch(arch):
+        mean, std = input_stats(net)
+        return NormalizedClassifier(net, mean, std, normalize=normalize)
+    return NormalizedClassifier(net, normalize=normalize)
+
+
 def replace_head(net: nn.Module, num_classes: int) -> nn.Module:
-    """Swap the final linear layer for one with `num_classes` outputs."""
+    """Swap the final linear layer for one with `num_classes` outputs (timm models: their reset_classifier)."""
+    if callable(getattr(net, "reset_classifier", None)):
+        net.reset_classifier(num_classes)
+        return net
     for attr in ("fc", "classifier", "head", "heads"):
         head = getattr(net, attr, None)
         if isinstance(head, nn.Linear):
@@ -115,7 +136,9 @@ def replace_head(net: nn.Module, num_classes: int) -> nn.Module:
 
 
 def build_network(arch: str, num_classes: int = 1000) -> nn.Module:
-    """An untrained network of the given architecture: a torchvision name, or the study's (study_resnet18)."""
+    """An untrained network of the given architecture: a torchvision name, timm/<name>, or the study's."""
+    if is_timm_arch(arch):
+        return build_timm_network(timm_name(arch), num_classes)
     if arch == STUDY_ARCH:
         return StudyResNet18(num_classes)
     if arch not in classifier_names():
@@ -171,8 +194,10 @@ def load_classifier(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = build_network(arch)
-        return Classifier(NormalizedClassifier(net, normalize=normalize).eval(), arch, imagenet_categories(),
-                          WeightsIdentity(UNTRAINED))
+        return _classifier(net, arch, WeightsIdentity(UNTRAINED), normalize)
+    if is_timm_arch(arch):
+        net, identity = pretrained_timm_network(timm_name(arch), weights, download=download)
+        return _classifier(net, arch, identity, normalize)
     net = build_network(arch)
     try:
         enum_cls = tvm.get_model_weights(arch)
@@ -188,6 +213,26 @@ def load_classifier(
     categories = list(spec.meta.get("categories") or imagenet_categories())
     return Classifier(NormalizedClassifier(net, normalize=normalize).eval(), arch, categories,
                       WeightsIdentity(f"{arch}:{weights}", spec.url, digest))
+
+
+def _classifier(net: nn.Module, arch: str, identity: WeightsIdentity, normalize: bool) -> Classifier:
+    """A Classifier around a network with ImageNet-1k outputs when it has 1000 (else numbered classes)."""
+    n = int(getattr(net, "num_classes", 0) or 1000)
+    imagenet = n == 1000
+    names = imagenet_categories() if imagenet else [str(i) for i in range(n)]
+    return Classifier(wrap(net, arch, normalize).eval(), arch, names, identity, imagenet_classes=imagenet)
+
+
+def load_timm_classifier(name: str, weights: str | None = DEFAULT_TAG, checkpoint: str | None = None,
+                         pretrained: bool = True, seed: int = 0, normalize: bool = True, download: bool = True,
+                         arch: str | None = None) -> Classifier:
+    """conf/classifier/timm.yaml's target: load_classifier for the arch timm/<name>, the name checked first."""
+    check_timm_name(name)
+    if arch is not None and arch != f"{TIMM_PREFIX}{name}":
+        raise ConfigError(f"classifier.arch={arch} does not match classifier.name={name}. Leave classifier.arch "
+                          "at its default (timm/${.name}).")
+    return load_classifier(f"{TIMM_PREFIX}{name}", weights=weights, checkpoint=checkpoint, pretrained=pretrained,
+                           seed=seed, download=download, normalize=normalize)
 
 
 def load_study_classifier(checkpoint: str | None, normalize: bool = False, seed: int = 0,
@@ -252,7 +297,7 @@ def _from_loaded(obj: Any, arch: str, path: Any, digest: str, normalize: bool) -
     imagenet = not class_names and num_classes == 1000
     if not class_names:
         class_names = imagenet_categories() if imagenet else [str(i) for i in range(num_classes)]
-    return Classifier(NormalizedClassifier(net, normalize=normalize).eval(), arch, class_names,
+    return Classifier(wrap(net, arch, normalize).eval(), arch, class_names,
                       WeightsIdentity(f"{arch}:{path.name}", str(path), digest), extra=dict(meta),
                       imagenet_classes=imagenet)
 

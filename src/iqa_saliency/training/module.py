@@ -32,6 +32,7 @@ from ..models.classifier import (
     build_network,
     load_classifier,
     replace_head,
+    wrap,
 )
 from ..models.weights import WeightsIdentity
 
@@ -159,8 +160,8 @@ def build_network_for(arch: str, num_classes: int, pretrained: bool, weights: st
             return NormalizedClassifier(net, normalize=normalize), start
         if checkpoint or (pretrained and weights):
             base = load_classifier(arch, weights=weights, checkpoint=checkpoint, pretrained=True, normalize=normalize)
-            return NormalizedClassifier(replace_head(base.model.net, num_classes), normalize=normalize), base.weights
-        return NormalizedClassifier(build_network(arch, num_classes), normalize=normalize), None
+            return wrap(replace_head(base.model.net, num_classes), arch, normalize), base.weights
+        return wrap(build_network(arch, num_classes), arch, normalize), None
 
 
 class ClassifierModule(pl.LightningModule):
