@@ -8,6 +8,7 @@ import csv
 
 import numpy as np
 import pytest
+from helpers import reference as ref
 
 from iqa_saliency.data.sources import ImageRecord, ImageSource
 from iqa_saliency.data.splits import SubsetSource, split_source, stratified_split, write_split_csv
@@ -29,16 +30,7 @@ class Fake(ImageSource):
 
 
 def reference_split(records, fraction, seed):
-    val = []
-    for label in sorted({r.label for r in records}):
-        members = sorted((i for i, r in enumerate(records) if r.label == label), key=lambda i: records[i].image_id)
-        n = len(members)
-        k = round(n * fraction)
-        if n >= 2:
-            k = min(max(k, 1), n - 1)
-        perm = np.random.default_rng([seed, label]).permutation(n)
-        val += [members[j] for j in perm[:k]]
-    return sorted(set(range(len(records))) - set(val)), sorted(val)
+    return ref.stratified_split([(r.image_id, r.label) for r in records], fraction, seed)
 
 
 @pytest.mark.parametrize(("per_class", "fraction", "seed"), [

@@ -136,6 +136,24 @@ def corruption_seed(run_seed: int, image_id: str, corruption: str, severity: int
     return int.from_bytes(digest[:4], "little")
 
 
+# ------------------------------------------------------------------------------------------------ splits
+
+
+def stratified_split(items: list[tuple[str, int]], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, val) positions of (image id, label) items: per label, the members sorted by id, round(n·f) of them
+    clamped to [1, n−1] (n ≥ 2), the first ones of numpy's default_rng([seed, label]) permutation go to val."""
+    val = []
+    for label in sorted({lbl for _, lbl in items}):
+        members = sorted((i for i, (_, lbl) in enumerate(items) if lbl == label), key=lambda i: items[i][0])
+        n = len(members)
+        k = round(n * fraction)
+        if n >= 2:
+            k = min(max(k, 1), n - 1)
+        perm = np.random.default_rng([seed, label]).permutation(n)
+        val += [members[j] for j in perm[:k]]
+    return sorted(set(range(len(items))) - set(val)), sorted(val)
+
+
 # ------------------------------------------------------------------------------------------ statistics
 
 
