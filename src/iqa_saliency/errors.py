@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
@@ -56,14 +56,16 @@ def reraise_interrupt(exc: BaseException) -> None:
 
 
 @contextmanager
-def exit_on_user_error(code: int = 2) -> Iterator[None]:
-    """In an entry point: print a user error as one line on stderr and exit with `code`."""
+def exit_on_user_error(code: int = 2, cleanup: Callable[[], object] | None = None) -> Iterator[None]:
+    """In an entry point: print a user error as one line on stderr and exit with `code` (after `cleanup`)."""
     try:
         yield
     except Exception as exc:
         user_error = find_user_error(exc)
         if user_error is None:
             raise
+        if cleanup is not None:
+            cleanup()
         print(f"error: {user_error}", file=sys.stderr)
         sys.exit(code)
 

@@ -64,14 +64,24 @@ def check_values(cfg: DictConfig) -> None:
             check_sha256(node.sha256, f"{group}.sha256")
 
 
-def check_output_root(argv: list[str]) -> None:
+def check_output_root(argv: list[str]) -> Path | None:
     """Before Hydra writes anything: the folder the run or sweep will be written to must take a file (a full
-    disk or a read-only folder is one line, not an empty .hydra/config.yaml and a traceback)."""
+    disk or a read-only folder is one line, not an empty .hydra/config.yaml and a traceback).
+
+    Returns the deepest of its folders that existed before (what a refused run's clean-up stops at)."""
     key = "hydra.sweep.dir=" if ("-m" in argv or "--multirun" in argv) else "hydra.run.dir="
     given = [arg[len(key):].strip("'\"") for arg in argv if arg.startswith(key)]
     roots = [arg[len("paths.output_dir="):].strip("'\"") for arg in argv if arg.startswith("paths.output_dir=")]
     folder = given[-1] if given and "${" not in given[-1] else (roots[-1] if roots else "outputs")
     if "${" in folder:
-        return
+        return None
+    existed = Path(folder).absolute()
+    while not existed.exists() and existed != existed.parent:
+        existed = existed.parent
     with exit_on_user_error():
         check_writable(Path(folder))
+    created = Path(folder).absolute()
+    while created != existed:  # Hydra makes them when it writes there (not for --help, --cfg or completion)
+        created.rmdir()
+        created = created.parent
+    return existed

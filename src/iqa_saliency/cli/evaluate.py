@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -15,24 +15,29 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ..attribution.registry import check_attribution, method_defaults
-from ..corruption import check_corruption
-from ..data.loading import resolve_num_workers
-from ..data.protocol import Cell, Inputs
-from ..data.selection import Selection, select_images
-from ..errors import WeightsUnavailableError, exit_on_user_error, find_user_error
-from ..evaluation.cell import run_evaluation
-from ..evaluation.settings import EvaluationModels, Explanation, Outputs, Speed
-from ..evaluation.similarity import check_quality_map
-from ..io.atomic import check_writable
-from ..io.resume import check_run_folder, is_complete, launch_rank, read_summary
-from ..models.classifier import read_checkpoint_meta
-from ..report.loggers import finish_logger, log_cell_summary, log_preview_table, log_run_config
+from ..corruption import CLEAN, SEVERITIES, check_corruption, corruption_names
+from ..errors import exit_on_user_error
 from . import CONFIG_PATH
 from .checks import check_output_root, check_values
-from .runtime import keep_wandb_inside, quiet_known_warnings, show_progress
+from .hints import resume_command
+from .hydra_patches import speed_up_hydra
+from .runtime import discard_stub_folder, quiet_known_warnings, show_progress
 
+# Everything that imports torch, Lightning, captum or wandb is imported inside the functions that need it, after
+# the configuration has been composed and its cheap values checked: `--help`, `--cfg job`, shell completion and a
+# typo answer in well under 2 s (tests/cli/test_startup.py checks that no such module is loaded on those paths).
+if TYPE_CHECKING:
+    from ..data.protocol import Cell, Inputs
+    from ..data.selection import Selection
+    from ..evaluation.settings import EvaluationModels, Explanation, Outputs, Speed
+
+_existed: dict[str, Any] = {}  # the deepest output folder that existed before this command (run() sets it)
 log = logging.getLogger("evaluate")
+
+TRAIN_ONLY_GROUPS = ("recipe",)  # conf/ is shared with train.py; its own groups stay out of --help and completion
+# Keys whose values shell completion lists (Hydra alone offers only the current value).
+VALUE_CHOICES = {"corruption": [CLEAN, *corruption_names()], "severity": list(SEVERITIES),
+                 **{key: [True, False] for key in ("pretrained", "allow_untrained_fallback", "resume")}}
 
 
 def _options(node: Any) -> dict[str, Any]:
@@ -42,6 +47,10 @@ def _options(node: Any) -> dict[str, Any]:
 
 def explanation(cfg: DictConfig) -> Explanation:
     """The attribution settings, checked against the methods' constructors before any model loads."""
+    from ..attribution.registry import check_attribution, method_defaults
+    from ..evaluation.settings import Explanation
+    from ..evaluation.similarity import check_quality_map
+
     options = _options(cfg.attribution.get("options"))
     check_attribution(cfg.attribution.name, options)
     sim = cfg.similarity
@@ -57,9 +66,13 @@ def explanation(cfg: DictConfig) -> Explanation:
                        quality_map=sim.quality_map)
 
 
-def settings(cfg: DictConfig, run_dir: str, clean_cache_dir: str | None, processes: int
-             ) -> tuple[Cell, Inputs, Outputs, Speed]:
+def settings(cfg: DictConfig, run_dir: str, clean_cache_dir: str | None, processes: int,
+             resume_command: str | None = None) -> tuple[Cell, Inputs, Outputs, Speed]:
     """The cell, input, output and speed settings of one run, from the configuration."""
+    from ..data.loading import resolve_num_workers
+    from ..data.protocol import Cell, Inputs
+    from ..evaluation.settings import Outputs, Speed
+
     data = cfg.dataset
     cell = Cell(cfg.corruption, cfg.severity, cfg.seed)
     inputs = Inputs(resize=data.resize, crop=data.crop, corrupt_at=data.get("corrupt_at", "crop"),
@@ -69,13 +82,15 @@ def settings(cfg: DictConfig, run_dir: str, clean_cache_dir: str | None, process
     outputs = Outputs(run_dir=run_dir, figures=cfg.figures, save_maps=cfg.save_maps, resume=cfg.resume,
                       maps_format=cfg.get("maps_format", "npz"),
                       clean_cache_dir=clean_cache_dir, corruption_cache_dir=cfg.corruption_cache,
-                      config=OmegaConf.to_container(cfg, resolve=True))
+                      config=OmegaConf.to_container(cfg, resolve=True), resume_command=resume_command)
     return cell, inputs, outputs, Speed(channels_last=cfg.channels_last, fold_batchnorm=cfg.fold_batchnorm)
 
 
 def load_models(cfg: DictConfig, selection: Selection) -> EvaluationModels:
     """PaQ-2-PiQ and the classifier; offline with allow_untrained_fallback, untrained ones behind a banner."""
     from ..data.quality_filter import scorer_id
+    from ..errors import WeightsUnavailableError, find_user_error
+    from ..evaluation.settings import EvaluationModels
 
     quality_cfg = quality_model_config(cfg)
     try:
@@ -119,15 +134,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """The Hydra job's cell, in its run folder (the cells of a sweep share caches in the sweep folder)."""
     hydra_cfg = HydraConfig.get()
     sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else None
-    return evaluate_cell(cfg, hydra_cfg.runtime.output_dir, sweep_dir)
+    return evaluate_cell(cfg, hydra_cfg.runtime.output_dir, sweep_dir, resume_command=resume_command())
 
 
-def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, source: Any = None
-                  ) -> dict[str, Any]:
+def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, source: Any = None,
+                  resume_command: str | None = None) -> dict[str, Any]:
     """Compose the configured pieces and run one cell in `run_dir`; user errors surface before heavy work.
 
-    `source` (an ImageSource) replaces the configured dataset: the Python API's images.
+    `source` (an ImageSource) replaces the configured dataset: the Python API's images. `resume_command` is the
+    command line printed to finish the run if it stops early.
     """
+    from ..io.atomic import check_writable
+    from ..io.resume import check_run_folder, is_complete, launch_rank, read_summary
+
     check_corruption(cfg.corruption, cfg.severity)
     check_values(cfg)  # seed, batch size, pinned digests
     explain = explanation(cfg)
@@ -138,6 +157,13 @@ def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, s
         log.info("%s is complete (summary.json present); resume=true skips it.", run_dir)
         return read_summary(run_dir)
     check_writable(run_dir)
+    from ..data.loading import resolve_num_workers
+    from ..data.selection import Selection, select_images
+    from ..evaluation.cell import run_evaluation
+    from ..models.classifier import read_checkpoint_meta
+    from ..report.loggers import finish_logger, log_cell_summary, log_preview_table, log_run_config
+    from .runtime import keep_wandb_inside
+
     resolve_num_workers(cfg.dataset.num_workers)  # a bad value stops here, before any model is loaded
     source = instantiate(cfg.dataset.source) if source is None else source
     selection = Selection.from_options(OmegaConf.to_container(cfg.dataset, resolve=True), cfg.seed,
@@ -158,7 +184,8 @@ def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, s
     if clean_cache_dir == "auto":  # a sweep shares one clean pass between its cells
         clean_cache_dir = str(Path(sweep_dir) / ".clean_cache") if sweep_dir else None
     trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False)
-    cell, inputs, outputs, speed = settings(cfg, run_dir, clean_cache_dir, trainer.num_devices)
+    cell, inputs, outputs, speed = settings(cfg, run_dir, clean_cache_dir, trainer.num_devices,
+                                            resume_command)
     try:
         result = run_evaluation(source, models, trainer, cell, inputs, explain, outputs, speed)
         if result.summary:
@@ -183,7 +210,9 @@ def dashboard_config(cfg: DictConfig, explain: Explanation) -> dict[str, Any]:
 
 def randomization_check(cfg: DictConfig) -> dict[str, Any]:
     """evaluate.py +check=randomization: the model-randomisation sanity check on the dataset's images."""
+    from ..attribution.registry import check_attribution, method_defaults
     from ..evaluation.sanity import load_images, run_randomization, write_table
+    from ..io.atomic import check_writable
     from ..io.provenance import provenance
     from ..io.run_writer import RunWriter
     from ..report.figures import randomization_figure
@@ -228,15 +257,18 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     quiet_known_warnings()
     show_progress(cfg.trainer.get("enable_progress_bar", True))
+    run_dir = HydraConfig.get().runtime.output_dir
+
+    def discard() -> None:  # a run refused by a check leaves no folder behind
+        discard_stub_folder(run_dir, _existed.get("root") or cfg.paths.output_dir)
+
     try:
-        with exit_on_user_error():
+        with exit_on_user_error(cleanup=discard):
             if cfg.get("check") is not None:
                 return randomization_check(cfg)
             return evaluate(cfg)
     except KeyboardInterrupt:
-        run_dir = HydraConfig.get().runtime.output_dir
-        print(f"interrupted: partial results in {run_dir}; finish with resume=true hydra.run.dir={run_dir}",
-              file=sys.stderr)
+        print(f"interrupted: partial results in {run_dir}; finish with: {resume_command()}", file=sys.stderr)
         sys.exit(130)
     finally:
         # The finished cell's trainer, module and models are held in reference cycles (Lightning's own): freed
@@ -246,5 +278,7 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
 
 def run() -> None:
     """Console entry point: check a given output folder, then hand the command line to Hydra."""
-    check_output_root(sys.argv[1:])  # also a full disk or a read-only default folder, before Hydra writes there
+    # also a full disk or a read-only default folder, before Hydra writes there
+    _existed["root"] = check_output_root(sys.argv[1:])
+    speed_up_hydra(hidden_groups=TRAIN_ONLY_GROUPS, value_choices=VALUE_CHOICES)
     main()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -73,3 +74,25 @@ def quiet_known_adverts() -> None:
 def show_progress(enabled: bool) -> None:
     """Progress of work outside Lightning's loops follows trainer.enable_progress_bar."""
     progress.set_enabled(enabled)
+
+
+def discard_stub_folder(run_dir: str | os.PathLike, stop_at: str | os.PathLike) -> bool:
+    """Remove a run folder that holds only what Hydra wrote when the job started (.hydra/ and the job's log): a run
+    refused by a check leaves nothing behind. Its parents below `stop_at` go too when that leaves them empty."""
+    folder = Path(run_dir)
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return False
+    if not all((e.name == ".hydra" and e.is_dir()) or (e.suffix == ".log" and e.is_file()) for e in entries):
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    stop = Path(stop_at).resolve()
+    parent = folder.resolve().parent
+    while parent != stop and stop in parent.parents:
+        try:
+            parent.rmdir()  # only while empty
+        except OSError:
+            break
+        parent = parent.parent
+    return True

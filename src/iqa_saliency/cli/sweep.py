@@ -96,5 +96,21 @@ class SweepCallback(Callback):
             log.info("Sweep: %d/%d cells complete (this session: %s)", done, state["total"], eta)
 
 
+class SweepReportCallback(Callback):
+    """Writes the sweep's report when a -m sweep ends (the report's modules load only then)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from ..report.sweep import load_cells, log_report_to_wandb, write_report
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            path = write_report(sweep_dir)
+            log_report_to_wandb(sweep_dir, load_cells(sweep_dir))
+            log.info("Sweep report: %s", path)
+        except Exception:  # the cells' results are on disk; a failed report must not hide them
+            log.exception("Writing the sweep report failed; rebuild it with python -m iqa_saliency.report %s",
+                          sweep_dir)
+
+
 def _complete_cells(sweep_dir: Path) -> int:
     return sum(1 for p in sweep_dir.glob(f"*/{SUMMARY}"))

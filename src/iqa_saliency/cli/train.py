@@ -10,23 +10,30 @@ from dataclasses import replace
 from typing import Any
 
 import hydra
-import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
 from ..errors import exit_on_user_error
 from . import CONFIG_PATH
 from .checks import check_output_root, check_values
-from .runtime import keep_wandb_inside, quiet_known_warnings, show_progress
+from .hydra_patches import speed_up_hydra
+from .runtime import discard_stub_folder, keep_wandb_inside, quiet_known_warnings, show_progress
 
+# Lightning, torch and the training modules are imported in train(), after the configuration is composed and
+# checked (tests/cli/test_startup.py): --help and a typo answer at once.
+
+_existed: dict[str, Any] = {}  # the deepest output folder that existed before this command (run() sets it)
 log = logging.getLogger("train")
+
+EVALUATE_ONLY_GROUPS = ("attribution", "check", "experiment")  # conf/ is shared with evaluate.py: not for --help
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Check the configuration, select the images, fine-tune, and write <run>/train_summary.json."""
-    from hydra.utils import instantiate
+    check_values(cfg)
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
     from iqa_saliency.data.loading import resolve_num_workers
     from iqa_saliency.data.selection import Selection, select_images
@@ -46,7 +53,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         build_network_for,
     )
 
-    check_values(cfg)
     run_dir = HydraConfig.get().runtime.output_dir
     check_writable(run_dir)
     if launch_rank() == 0:  # half-written checkpoints of an interrupted run
@@ -168,8 +174,13 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
     """The Hydra job: one training run."""
     quiet_known_warnings()
     show_progress(cfg.trainer.get("enable_progress_bar", True))
+    run_dir = HydraConfig.get().runtime.output_dir
+
+    def discard() -> None:  # a run refused by a check leaves no folder behind
+        discard_stub_folder(run_dir, _existed.get("root") or cfg.paths.output_dir)
+
     try:
-        with exit_on_user_error():
+        with exit_on_user_error(cleanup=discard):
             return train(cfg)
     finally:
         gc.collect()  # the finished run's trainer and model sit in reference cycles: free them before a sweep's next
@@ -177,5 +188,6 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
 
 def run() -> None:
     """Console entry point: check the output folder takes a file, then hand the command line to Hydra."""
-    check_output_root(sys.argv[1:])
+    _existed["root"] = check_output_root(sys.argv[1:])
+    speed_up_hydra(hidden_groups=EVALUATE_ONLY_GROUPS)
     main()

@@ -5,20 +5,26 @@ from __future__ import annotations
 import hashlib
 import inspect
 from importlib import metadata
-
-import numpy as np
-from imagecorruptions import corrupt, get_corruption_names
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CLEAN = "none"
 SEVERITIES = range(0, 6)
 MIN_SIDE = 32  # imagecorruptions refuses smaller images
+# imagecorruptions' get_corruption_names("all"), in its order (tested equal). Written out so that checking a name,
+# `--help` and shell completion do not import the backend (scipy, scikit-image, OpenCV: seconds of start-up).
+NAMES = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+         "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+         "speckle_noise", "gaussian_blur", "spatter", "saturate")
 
 
 def corruption_names() -> list[str]:
     """All corruption names the backend offers (common + validation sets)."""
-    return list(get_corruption_names("all"))
+    return list(NAMES)
 
 
 def backend_version() -> str:
@@ -61,6 +67,9 @@ def _accepts_seed(name: str) -> bool:
 
 def apply_corruption(image: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray:
     """Corrupt an HxWx3 uint8 image; severity 0 or name 'none' returns it unchanged."""
+    import numpy as np
+    from imagecorruptions import corrupt
+
     if is_clean(name, severity):
         return image
     if min(image.shape[:2]) < MIN_SIDE:

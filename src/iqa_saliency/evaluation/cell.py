@@ -133,13 +133,13 @@ def _numerics(trainer: pl.Trainer, speed: Speed, inputs: Inputs) -> dict[str, An
             "batch_size": inputs.batch_size}
 
 
-def _output_error(exc: BaseException, run_dir: Path) -> OutputError | None:
+def _output_error(exc: BaseException, run_dir: Path, hint: str | None = None) -> OutputError | None:
     """A full or read-only disk as one line (the rows on disk are kept)."""
     found = find_in_chain(exc, OSError)  # a chain can loop (an exception in its own context): walk it once
     if found is None or found.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
         return None
     return OutputError(f"Cannot write {found.filename or run_dir} ({found.strerror}); the rows computed so far are "
-                       f"kept. Free space, then finish with resume=true hydra.run.dir={run_dir}")
+                       f"kept. Free space, then finish with: {hint or f'resume=true hydra.run.dir={run_dir}'}")
 
 
 def _decode(source: ImageSource) -> str | None:
@@ -224,9 +224,9 @@ def _run_locked(source: ImageSource, models: EvaluationModels, trainer: pl.Train
                 writer.write_status("interrupted" if interrupted else "failed",
                                     reason=f"{type(exc).__name__}: {exc}",
                                     rows_on_disk=len(writer.read_rows("per_image.csv")), config=config or {})
-            log.error("Run %s: partial results are kept in %s. Finish it with resume=true hydra.run.dir=%s",
-                      "interrupted" if interrupted else "failed", run_dir, run_dir)
-        output_error = _output_error(exc, run_dir)
+            log.error("Run %s: partial results are kept in %s. Finish it with: %s",
+                      "interrupted" if interrupted else "failed", run_dir, outputs.finish_hint())
+        output_error = _output_error(exc, run_dir, outputs.finish_hint())
         if output_error is not None:
             raise output_error from None
         raise

@@ -57,6 +57,11 @@ class Outputs:
     clean_cache_dir: str | Path | None = None
     corruption_cache_dir: str | Path | None = None
     config: dict[str, Any] | None = None  # the resolved configuration, recorded and compared on resume
+    resume_command: str | None = None  # the command line that finishes this run (printed when it stops early)
+
+    def finish_hint(self) -> str:
+        """What to run to finish the run after it stopped early."""
+        return self.resume_command or f"resume=true hydra.run.dir={self.run_dir}"
 
 
 @dataclass(frozen=True)

@@ -355,25 +355,6 @@ def log_report_to_wandb(sweep_dir: Path, cells: Sequence[Cell]) -> None:
     run.finish()
 
 
-class SweepReportCallback:
-    """Hydra callback (configured in conf/evaluate.yaml): writes the report when a -m sweep ends."""
-
-    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        try:
-            path = write_report(sweep_dir)
-            log_report_to_wandb(sweep_dir, load_cells(sweep_dir))
-            log.info("Sweep report: %s", path)
-        except Exception:  # the cells' results are on disk; a failed report must not hide them
-            log.exception("Writing the sweep report failed; rebuild it with python -m iqa_saliency.report %s",
-                          sweep_dir)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("on_"):  # every other Hydra hook is a no-op
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build (or rebuild) the report of an evaluate.py -m sweep.")
     parser.add_argument("sweep_dir", type=Path)
