@@ -1,0 +1,127 @@
+"""Configuration -> settings: every key the command line reads lands in the parameter object field it names, with
+the value given on the command line (each one set to a value unlike its default, so a key that drops out or is
+read into the wrong field shows)."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf, open_dict, read_write
+
+from iqa_saliency.api import compose_config
+from iqa_saliency.cli import evaluate as cli
+from iqa_saliency.data.protocol import Cell, Inputs
+from iqa_saliency.data.selection import Selection
+from iqa_saliency.errors import ConfigError
+from iqa_saliency.evaluation.settings import Explanation, Outputs, Speed
+
+OVERRIDES = [
+    "corruption=contrast", "severity=4", "seed=17", "dataset=folder", "dataset.root=/data/x",
+    "dataset.resize=300", "dataset.crop=288", "dataset.corrupt_at=full_size", "dataset.small=pad",
+    "dataset.max_pixels=1234567", "dataset.batch_size=5", "dataset.num_workers=3", "dataset.save_images=true",
+    "corruption_backend=torch", "figures=2", "save_maps=false", "resume=true", "maps_format=zarr",
+    "corruption_cache=/tmp/cc", "channels_last=true", "fold_batchnorm=false",
+    "attribution=integrated_gradients", "attribution.options.n_steps=7", "attribution.target=label",
+    "similarity.quality_map=inverted", "similarity.quality_saliency=smoothgrad",
+    "+similarity.quality_saliency_options.nt_samples=3",
+    "dataset.split=val", "dataset.val_fraction=0.3", "dataset.split_seed=9", "dataset.split_method=study",
+    "dataset.quality_filter=[good,Excellent]", "dataset.quality_cache=/tmp/q.csv", "dataset.quality_score_size=full",
+    "quality.checkpoint=/w/paq.pth", "pretrained=true",
+]
+
+
+def _compose(overrides: list[str]):
+    """The evaluate configuration as the command line composes it, without Hydra's own node."""
+    composed = compose_config(["logger=none", *overrides])
+    with read_write(composed), open_dict(composed):
+        del composed["hydra"]
+    return composed
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return _compose(OVERRIDES)
+
+
+def test_cell_inputs_outputs_speed(cfg):
+    cell, inputs, outputs, speed = cli.settings(cfg, "/runs/r1", "/cache/clean", processes=1)
+    assert cell == Cell("contrast", 4, 17)
+    assert inputs == Inputs(resize=300, crop=288, corrupt_at="full_size", small="pad", max_pixels=1234567,
+                            batch_size=5, num_workers=3, save_images=True, corruption_backend="torch")
+    assert outputs == Outputs(run_dir="/runs/r1", figures=2, save_maps=False, maps_format="zarr", resume=True,
+                              clean_cache_dir="/cache/clean", corruption_cache_dir="/tmp/cc",
+                              config=OmegaConf.to_container(cfg, resolve=True))
+    assert speed == Speed(channels_last=True, fold_batchnorm=False)
+
+
+def test_workers_auto_are_shared_by_the_processes(cfg, monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: set(range(12)), raising=False)
+    auto = _compose(["dataset.num_workers=auto"])
+    assert cli.settings(auto, "/r", None, processes=1)[1].num_workers == 12
+    assert cli.settings(auto, "/r", None, processes=4)[1].num_workers == 3
+    assert cli.settings(auto, "/r", None, processes=24)[1].num_workers == 1
+
+
+def test_explanation(cfg):
+    # the method's options: its config file's (conf/attribution/integrated_gradients.yaml) with the override
+    assert cli.explanation(cfg) == Explanation(
+        method="integrated_gradients",
+        options={"baseline": "black", "blur_sigma": 5.0, "n_steps": 7, "internal_batch_size": 16, "reduce": "abs_sum"},
+        target="label", quality_saliency="smoothgrad", quality_options={"nt_samples": 3, "seed": 17},
+        quality_map="inverted")  # the quality method is seeded by the run's seed unless given
+
+
+def test_quality_method_seed_given_wins_and_local_takes_no_options():
+    cfg = _compose(["seed=17", "similarity.quality_saliency=smoothgrad",
+                          "+similarity.quality_saliency_options.seed=4"])
+    assert cli.explanation(cfg).quality_options == {"seed": 4}
+    local = cli.explanation(_compose(["seed=17"]))
+    assert (local.quality_saliency, local.quality_options, local.quality_map) == ("local", {}, "raw")
+
+
+def test_selection(cfg):
+    sel = Selection.from_options(OmegaConf.to_container(cfg.dataset, resolve=True), cfg.seed, cfg.quality.checkpoint,
+                                 cfg.quality.pretrained)
+    assert (sel.split, sel.val_fraction, sel.split_seed, sel.split_method) == ("val", 0.3, 9, "study")
+    assert sel.quality_filter == ["Good", "Excellent"]  # canonical spelling, Bad..Excellent order
+    assert (sel.quality_cache, sel.quality_score_size, sel.quality_batch_size, sel.num_workers) == (
+        "/tmp/q.csv", "full", 8, 3)
+    # full-size scoring: the scores do not depend on resize/crop, so they are not in the scorer's identity
+    assert sel.quality_scorer == "/w/paq.pth|resize=None|crop=None"
+
+
+def test_selection_defaults_and_eval_size_scorer():
+    cfg = _compose(["dataset=folder", "seed=5", "dataset.resize=300", "dataset.crop=256", "dataset.batch_size=20",
+                          "pretrained=false"])
+    sel = Selection.from_options(OmegaConf.to_container(cfg.dataset, resolve=True), cfg.seed, cfg.quality.checkpoint,
+                                 cfg.quality.pretrained)
+    assert (sel.split, sel.val_fraction, sel.split_seed, sel.split_method, sel.quality_filter) == (
+        "all", 0.2, 5, "project", None)  # split_seed follows seed
+    assert sel.quality_batch_size == 20 and sel.quality_scorer == "untrained|resize=300|crop=256"
+    assert Selection.from_options({}, 3, None, True, split="train").split == "train"
+
+
+def test_dashboard_config(cfg):
+    flat = cli.dashboard_config(cfg, cli.explanation(cfg))
+    assert flat == {"corruption": "contrast", "severity": 4, "attribution": "integrated_gradients",
+                    "attribution_target": "label", "classifier": "resnet18", "classifier_weights": "IMAGENET1K_V1",
+                    "quality_saliency": "smoothgrad", "quality_map": "inverted", "precision": "32-true",
+                    "pretrained": True, "seed": 17, "dataset": "ImageFolder"}
+
+
+def test_quality_model_config_drops_only_normalization(cfg):
+    node = cli.quality_model_config(cfg)
+    assert "normalization" not in node
+    assert {k: node[k] for k in ("checkpoint", "pretrained", "seed")} == {
+        "checkpoint": "/w/paq.pth", "pretrained": True, "seed": 17}
+
+
+@pytest.mark.parametrize("override,key", [("seed=-1", "seed"), ("dataset.batch_size=0", "dataset.batch_size"),
+                                          ("dataset.max_pixels=0", "dataset.max_pixels"),
+                                          ("dataset.split_seed=-2", "dataset.split_seed"),
+                                          ("quality.sha256=xyz", "quality.sha256")])
+def test_values_checked_name_their_key(override, key):
+    from iqa_saliency.cli.checks import check_values
+
+    bad = _compose(["dataset=folder", override])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        check_values(bad)
