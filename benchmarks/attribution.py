@@ -18,7 +18,7 @@ import torch
 
 from iqa_saliency.attribution.base import PixelAttribution, reduce_channels
 from iqa_saliency.attribution.pixel import BaselineAttribution
-from iqa_saliency.attribution.registry import ATTRIBUTION_METHODS, build_attribution
+from iqa_saliency.attribution.registry import build_attribution, general_methods
 from iqa_saliency.data.sources import SampleImages
 from iqa_saliency.evaluation.sanity import load_images
 from iqa_saliency.models.classifier import load_classifier
@@ -73,7 +73,7 @@ def bench(methods: list[str], images: int, batch_size: int, size: int, device: s
 def main(argv: list[str] | None = None) -> None:
     """Command line: print the cost table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    names = sorted(ATTRIBUTION_METHODS)
+    names = general_methods()  # a ResNet18: the methods for any model
     parser.add_argument("--methods", nargs="+", default=names, choices=names)
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=2)

@@ -15,7 +15,7 @@ import torch
 from helpers import study_reference as ref
 from PIL import Image
 
-from iqa_saliency.attribution.registry import ATTRIBUTION_METHODS, build_attribution
+from iqa_saliency.attribution.registry import build_attribution, general_methods
 from iqa_saliency.corruption import image_seed
 from iqa_saliency.data.mit_indoor import MITIndoor
 from iqa_saliency.data.pairs import CorruptedPairs
@@ -275,7 +275,7 @@ def test_study_checkpoint_loads_with_only_namespace_allow_listed(tmp_path):
     assert isinstance(torch.load(path, weights_only=False)["hyper_parameters"]["args"], argparse.Namespace)
 
 
-@pytest.mark.parametrize("name", sorted(ATTRIBUTION_METHODS))
+@pytest.mark.parametrize("name", general_methods())
 def test_every_attribution_method_works_on_the_study_classifier(tmp_path, name):
     path = tmp_path / "last.ckpt"
     ref.write_study_checkpoint(path, num_classes=4, seed=1)

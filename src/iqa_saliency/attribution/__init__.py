@@ -1,6 +1,6 @@
 """Attribution methods (captum) behind one registry and one signature: attribute(inputs, target) -> (B, H, W)."""
 
-from . import layer, pixel  # noqa: F401  (registers the methods)
+from . import layer, pixel, rollout  # noqa: F401  (registers the methods)
 from .base import AttributionMethod, LayerAttributionMap, PixelAttribution, make_baseline, reduce_channels
 from .registry import (
     ATTRIBUTION_METHODS,

@@ -9,6 +9,7 @@ map over a convolutional layer, upsampled to the input.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,12 +22,14 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from ..errors import ConfigError
+from .families import find_family
 from .surgery import separate_relus
 
 BASELINES = ("black", "blurred", "mean")
 REDUCTIONS = ("abs_sum", "sum", "max_abs", "l2")
 # The ImageNet mean colour: the all-zero input once the classifier has normalised it.
 MEAN_COLOUR = (0.485, 0.456, 0.406)
+log = logging.getLogger(__name__)
 
 
 def resolve_layer(model: nn.Module, layer: str | None) -> nn.Module:
@@ -43,11 +46,17 @@ def resolve_layer(model: nn.Module, layer: str | None) -> nn.Module:
 
 
 def default_layer(model: nn.Module) -> str:
-    """A model's declared `attribution_layer`, else `layer4` (ResNets, possibly wrapped), else the last Conv2d."""
+    """A model's declared `attribution_layer`, else its family's (attribution/families: ViT, Swin, ConvNeXt ...),
+    else `layer4` (ResNets, possibly wrapped), else the last Conv2d."""
     for name, module in model.named_modules():
         explicit = getattr(module, "attribution_layer", None)
         if isinstance(explicit, str) and explicit:
             return f"{name}.{explicit}" if name else explicit
+    match = find_family(model)
+    if match is not None:
+        path = match.prefix + match.family.default_layer(match.network)
+        log.info("Default attribution layer of the %s family: '%s'", match.family.name, path)
+        return path
     for name, module in model.named_modules():
         if name.split(".")[-1] == "layer4" and isinstance(module, nn.Sequential):
             return name
@@ -123,6 +132,7 @@ class AttributionMethod:
     """Explains `model`'s output for one target per image as a (B, H, W) map over the input pixels."""
 
     name = "base"
+    any_model = True  # False: the method needs a model family (e.g. attention rollout, ViTs)
     one_pass = False  # True: predict_and_attribute needs a single forward pass (no separate prediction pass)
 
     def __init__(self, model: nn.Module, **options: Any) -> None:
@@ -182,6 +192,17 @@ class PixelAttribution(AttributionMethod):
         return reduce_channels(self.raw(inputs, target), self.reduce)
 
 
+def layer_grid(model: nn.Module, path: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """How the output of the layer at `path` becomes (B, C, h, w): its family's reshaping when the layer is inside
+    a transformer whose family has one (ViT tokens, Swin channels-last), else None (already a grid)."""
+    match = find_family(model)
+    if match is None or match.family.to_grid is None or not path.startswith(match.prefix):
+        return None
+    network, to_grid = match.network, match.family.to_grid
+    log.info("Layer '%s' of the %s family: its output is reshaped onto the patch grid", path, match.family.name)
+    return lambda out: to_grid(network, out)
+
+
 class LayerAttributionMap(AttributionMethod):
     """A (B, 1, h, w) map over a convolutional layer, upsampled to the input size."""
 
@@ -192,6 +213,8 @@ class LayerAttributionMap(AttributionMethod):
         _check_choice("interpolate", interpolate, ("bilinear", "nearest", "bicubic"))
         super().__init__(model, layer=layer, relu=relu, interpolate=interpolate)
         self.layer = resolve_layer(model, layer)
+        self.layer_path = layer if layer is not None else default_layer(model)  # recorded in summary.json
+        self.reshape_transform = layer_grid(model, self.layer_path)  # token/channels-last outputs -> (B, C, h, w)
         self.relu = relu
         self.interpolate = interpolate
 
@@ -221,7 +244,7 @@ class LayerAttributionMap(AttributionMethod):
                 grads = torch.autograd.grad(selected, store["acts"])[0]
         finally:
             handle.remove()
-        cam = self.cam(grads, store["acts"].detach())
+        cam = self.cam(self.grid(grads), self.grid(store["acts"].detach()))
         cam = LayerAttribution.interpolate(cam, tuple(inputs.shape[-2:]), interpolate_mode=self.interpolate)
         return logits.detach(), cam.sum(dim=1)
 
@@ -230,7 +253,11 @@ class LayerAttributionMap(AttributionMethod):
         """The target's gradient w.r.t. the layer output, and that output (captum's layer utility)."""
         with quiet_captum():
             grads, acts = compute_layer_gradients_and_eval(self.model, self.layer, inputs, target)
-        return grads[0], acts[0]
+        return self.grid(grads[0]), self.grid(acts[0])
+
+    def grid(self, out: torch.Tensor) -> torch.Tensor:
+        """The layer's output (or its gradient) as (B, C, h, w): tokens reshaped onto the patch grid."""
+        return out if self.reshape_transform is None else self.reshape_transform(out)
 
     def attribute(self, inputs: torch.Tensor, target: torch.Tensor | int | None) -> torch.Tensor:
         cam = self.layer_map(inputs, target)

@@ -15,6 +15,8 @@ class GradCAM(LayerAttributionMap):
     """Grad-CAM: captum LayerGradCam on the last conv block, ReLU applied, bilinear upsampling."""
 
     def layer_map(self, inputs: torch.Tensor, target: torch.Tensor | int | None) -> torch.Tensor:
+        if self.reshape_transform is not None:  # token outputs: the same arithmetic on the reshaped grid
+            return super().layer_map(inputs, target)
         with quiet_captum():
             return LayerGradCam(self.model, self.layer).attribute(inputs, target=target, relu_attributions=self.relu)
 

@@ -31,6 +31,11 @@ def attribution_names() -> list[str]:
     return sorted(ATTRIBUTION_METHODS)
 
 
+def general_methods() -> list[str]:
+    """Registered methods that explain any model (not those tied to a family, such as attention rollout)."""
+    return sorted(n for n, cls in ATTRIBUTION_METHODS.items() if cls.any_model)
+
+
 def check_attribution_name(name: str) -> None:
     """Raise ConfigError for an unregistered method name."""
     if name not in ATTRIBUTION_METHODS:
@@ -55,7 +60,13 @@ def check_attribution(name: str, options: dict[str, Any], key: str = "attributio
     if unknown:
         raise ConfigError(f"{name} has no option {', '.join(unknown)}. Use {key} keys from: "
                           f"{', '.join(method_defaults(name))}.")
-    ATTRIBUTION_METHODS[name](_stand_in(), **{k: v for k, v in options.items() if k != "layer"})
+    values = {k: v for k, v in options.items() if k != "layer"}
+    method = ATTRIBUTION_METHODS[name]
+    check = getattr(method, "check_options", None)  # a method that only fits some models checks values alone
+    if check is not None:
+        check(**values)
+    else:
+        method(_stand_in(), **values)
 
 
 def _stand_in() -> nn.Module:
@@ -69,4 +80,8 @@ def _stand_in() -> nn.Module:
 def build_attribution(name: str, model: nn.Module, **options: Any) -> AttributionMethod:
     """Instantiate a registered method for `model` with its options."""
     check_attribution(name, options)
-    return ATTRIBUTION_METHODS[name](model, **options)
+    method = ATTRIBUTION_METHODS[name](model, **options)
+    bind = getattr(method, "bind", None)  # model-specific checks (e.g. attention rollout needs a ViT)
+    if bind is not None:
+        bind()
+    return method
