@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint clean bench-cpu bench-scaling bench-gpu mutation mutation-quick slurm-up slurm-down
+.PHONY: install demo test test-fast lint clean bench-cpu bench-scaling gpu-check mutation mutation-quick slurm-up slurm-down
 BENCH_OUT ?= bench-out
 
 $(STAMP): pyproject.toml
@@ -36,13 +36,30 @@ bench-cpu: $(STAMP)
 bench-scaling: $(STAMP)
 	$(PY) -m benchmarks.pipeline --scaling --scaling-images 100,1000,5000 --scaling-sizes 224,512,1024 --scaling-size-images 24 --batch-size 16 --workers 2 --corruption brightness --severity 1 --out $(BENCH_OUT)/cpu_scaling.json
 
-# On a GPU machine, with any Python that has the package installed (make bench-gpu PY=python): the CUDA tests,
-# then the GPU table of BENCHMARKS.md and the bf16 deviation (about 8 minutes on one H200).
-bench-gpu:
-	$(PY) -m pytest -q tests/test_attribution.py -k gpu
-	$(PY) -m benchmarks.pipeline --device cuda --images 4096 --baseline-images 128 --batch-size 256 --workers 16 --warm-cache --out $(BENCH_OUT)/gpu_fp32.json
-	$(PY) -m benchmarks.pipeline --device cuda --images 4096 --baseline-images 64 --batch-size 256 --workers 16 --warm-cache --bf16 --channels-last --out $(BENCH_OUT)/gpu_bf16_channels_last.json
-	$(PY) -m benchmarks.pipeline --device cuda --compare-bf16 --images 512 --batch-size 128 --workers 8 --out $(BENCH_OUT)/gpu_bf16_deviation.json
+# The GPU check (about 5 minutes on one GPU, meant to stay under 8): every test marked `cuda` (nvJPEG, cuFFT,
+# grid_sample corruption ports, attribution and similarity on the device; IQA_REQUIRE_CUDA=1 turns a missing device
+# into failures), then the GPU table of BENCHMARKS.md (fp32, bf16 + channels_last, the corruption backends, the bf16
+# deviation), JSON under $(BENCH_OUT)/gpu-check-$(DEVICE)/. On a GPU machine with any Python that has the package
+# installed: make gpu-check PY=python. DEVICE=cpu runs the same commands on a few images (CI: .ci/run), so a
+# renamed file or option fails there first (tests/bench/test_gpu_check.py checks what they name).
+DEVICE ?= cuda
+GPU_CHECK_OUT := $(BENCH_OUT)/gpu-check-$(DEVICE)
+ifeq ($(DEVICE),cpu)
+GPU_CHECK_REQUIRE := 0
+GPU_CHECK_RUN := --images 8 --baseline-images 2 --batch-size 4 --workers 1
+GPU_CHECK_SMALL := --images 4 --batch-size 4 --workers 1
+else
+GPU_CHECK_REQUIRE := 1
+GPU_CHECK_RUN := --images 2048 --baseline-images 96 --batch-size 256 --workers 16
+GPU_CHECK_SMALL := --images 512 --batch-size 128 --workers 8
+endif
+# the default virtual environment is made first; PY=python uses whatever is installed
+gpu-check: $(if $(filter $(VENV)/bin/python,$(PY)),$(STAMP))
+	IQA_REQUIRE_CUDA=$(GPU_CHECK_REQUIRE) $(PY) -m pytest -q -p no:cacheprovider -m cuda tests
+	$(PY) -m benchmarks.pipeline --device $(DEVICE) $(GPU_CHECK_RUN) --warm-cache --out $(GPU_CHECK_OUT)/fp32.json
+	$(PY) -m benchmarks.pipeline --device $(DEVICE) $(GPU_CHECK_RUN) --bf16 --channels-last --out $(GPU_CHECK_OUT)/bf16_channels_last.json
+	$(PY) -m benchmarks.pipeline --device $(DEVICE) --compare-backends --corruption contrast $(GPU_CHECK_SMALL) --out $(GPU_CHECK_OUT)/backends.json
+	$(PY) -m benchmarks.pipeline --device $(DEVICE) --compare-bf16 $(GPU_CHECK_SMALL) --out $(GPU_CHECK_OUT)/bf16_deviation.json
 
 # A single-node Slurm cluster on this machine, all state in $(SLURM_DIR) (needs root; see docs/slurm.md).
 SLURM_DIR ?= /tmp/iqa-slurm

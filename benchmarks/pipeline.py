@@ -520,7 +520,8 @@ def run_scaling(args: argparse.Namespace) -> dict[str, Any]:
     return {"config": vars(args), "machine": machine(device), "scaling": rows}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests parse the Makefile's gpu-check commands with it)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=64)
     p.add_argument("--baseline-images", type=int, default=32, help="images for the (slow) per-image loop")
@@ -546,7 +547,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="one run (--images): peak RSS by quarter of its batches and MB per image")
     p.add_argument("--host-only", action="store_true", help="--memory-trace: model calls give fixed outputs")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     reuse_freed_heap()  # as run_evaluation does, so the per-image loop runs with the same heap settings
     if args.compare_bf16:
         results = compare_bf16(args)

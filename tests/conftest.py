@@ -16,3 +16,24 @@ def class_folder(tmp_path: Path) -> Path:
         for i in range(2):
             make_image(root / name / f"img{i}.png", seed=10 * c + i)
     return root
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one; IQA_REQUIRE_CUDA=1, as "
+                            "make gpu-check sets on a GPU, fails instead)")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked `cuda` skip without a CUDA device, or fail with IQA_REQUIRE_CUDA=1 (make gpu-check on a GPU),
+    so a GPU run whose torch cannot see the device does not pass by skipping everything."""
+    if item.get_closest_marker("cuda") is None:
+        return
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    if os.environ.get("IQA_REQUIRE_CUDA") == "1":
+        pytest.fail("IQA_REQUIRE_CUDA=1 but torch sees no CUDA device (check the driver and torch's CUDA build)")
+    pytest.skip("needs a CUDA device")

@@ -294,7 +294,7 @@ def test_bench_prints_a_row_per_method(capsys):
     assert float(rows[1].split("|")[4]) < 1e-3  # DeepLift's completeness error column
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 @pytest.mark.parametrize("name", general_methods())
 def test_every_method_on_gpu_matches_cpu(name, samples, monkeypatch):
     # TF32 convolutions and matmuls (PyTorch's GPU default for cuDNN) round to 10-bit mantissas; compare fp32 maths

@@ -247,7 +247,7 @@ def test_padding_equals_numpy(mode):
     np.testing.assert_array_equal(x[0, 0][np.ix_(ops.border_index(5, 9, mode), ops.border_index(7, 9, mode))], ref)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+@pytest.mark.cuda
 @pytest.mark.parametrize("name", PORTED)
 def test_cuda_matches_reference(cat, name):
     for severity in range(1, 6):

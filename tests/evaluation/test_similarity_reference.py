@@ -149,7 +149,7 @@ def test_quality_map_variants():
     torch.testing.assert_close(select_quality_map("drop", local, clean), clean - local)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_every_metric_on_cuda_matches_the_references():
     got = {k: v.cpu().numpy() for k, v in compare_maps(t(Q).cuda(), t(P).cuda()).items()}
     for i in range(len(Q)):
