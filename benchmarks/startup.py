@@ -44,6 +44,7 @@ CASES = (
     Case("evaluate.py --cfg job", "evaluate.py", ("--cfg", "job")),
     Case("evaluate.py severity=9 (bad value)", "evaluate.py", ("severity=9",), exit_code=2),
     Case("evaluate.py corruption=motion_blurr (bad value)", "evaluate.py", ("corruption=motion_blurr",), exit_code=2),
+    Case("evaluate.py -m severity=4,9 (bad value in a sweep)", "evaluate.py", ("-m", "severity=9,4"), exit_code=2),
     Case("evaluate.py tab completion of corruption=", "evaluate.py", ("-sc", "query=bash"),
          {"COMP_LINE": "python evaluate.py corruption="}),
     Case("evaluate.py tab completion of a group (dataset=)", "evaluate.py", ("-sc", "query=bash"),

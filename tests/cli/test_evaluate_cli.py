@@ -37,17 +37,21 @@ def assert_user_error(proc, *needles: str) -> None:
     assert "GPU available" not in proc.stdout + proc.stderr  # stopped before the trainer was built
 
 
-def test_lightnings_advert_is_dropped_and_its_device_lines_kept(caplog):
+def test_lightnings_advert_is_dropped_and_its_device_lines_kept_once(caplog, monkeypatch):
     from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
+    from iqa_saliency.cli import runtime
     from iqa_saliency.cli.runtime import quiet_known_adverts
 
+    monkeypatch.setattr(runtime._DEVICE_LINES, "seen", set())  # as in a fresh process
     quiet_known_adverts()
     quiet_known_adverts()  # idempotent: one filter
     with caplog.at_level(logging.INFO):
         rank_zero_info("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]")
         rank_zero_info("GPU available: False, used: False")
-    assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]
+        rank_zero_info("GPU available: False, used: False")  # the next cell of a sweep: not again
+        rank_zero_info("Testing DataLoader 0")
+    assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False", "Testing DataLoader 0"]
     filters = logging.getLogger("pytorch_lightning.utilities.rank_zero").filters
     assert sum(type(f).__name__ == "_DropMessages" for f in filters) == 1
 

@@ -33,7 +33,7 @@ def test_only_swept_keys_vary():
 def test_wandb_folders_move_into_the_run_unless_set(tmp_path, monkeypatch):
     for var in runtime.WANDB_DIRS:
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(runtime, "_ours", {})
+    monkeypatch.delenv(runtime.OURS, raising=False)
     monkeypatch.setenv("WANDB_CACHE_DIR", "/users/choice")
     changed = runtime.keep_wandb_inside(tmp_path / "run1")
     assert set(changed) == {"WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"}
@@ -43,6 +43,10 @@ def test_wandb_folders_move_into_the_run_unless_set(tmp_path, monkeypatch):
 
     assert os.environ["WANDB_DATA_DIR"].startswith(str((tmp_path / "run2").resolve()))
     assert os.environ["WANDB_CACHE_DIR"] == "/users/choice"
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items()})  # a launcher's worker: a fresh process
+    runtime.keep_wandb_inside(tmp_path / "cell", ("WANDB_DATA_DIR",))  # with the parent's values in its environment
+    assert os.environ["WANDB_DATA_DIR"] == str((tmp_path / "cell" / "wandb" / "data").resolve())
+    assert os.environ["WANDB_ARTIFACT_DIR"].startswith(str((tmp_path / "run2").resolve()))
 
 
 def test_progress_text():

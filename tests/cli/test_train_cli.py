@@ -201,7 +201,7 @@ def test_unknown_quality_category_is_one_line_error(tmp_path):
     assert_one_line_error(proc, "Unknown quality category ['Great']", "dataset.quality_filter=[Good,Excellent]")
 
 
-def test_missing_pretrained_weights_offline_is_one_line_error(tmp_path, monkeypatch):
+def test_missing_pretrained_weights_offline_is_one_line_error_or_untrained_with_the_fallback(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty cache
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # and no way to download, even where there is a network
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
@@ -209,6 +209,13 @@ def test_missing_pretrained_weights_offline_is_one_line_error(tmp_path, monkeypa
     proc = run_cli("train.py", "dataset=folder", f"dataset.root={data}", *SMALL, "pretrained=true",
                    f"hydra.run.dir={tmp_path / 'run'}")
     assert_one_line_error(proc, "resnet18-f37072fd.pth", "classifier.checkpoint=PATH", "pretrained=false")
+    assert not (tmp_path / "run").exists()  # a refused run leaves no stub folder
+    fallback = run_cli("train.py", "dataset=folder", f"dataset.root={data}", *SMALL, "pretrained=true",
+                       "allow_untrained_fallback=true", "epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
+    assert fallback.returncode == 0, fallback.stderr[-3000:]
+    assert "Running with UNTRAINED weights" in fallback.stdout + fallback.stderr
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["meta"]["initial_weights"] == {"name": "untrained"}
 
 
 def test_flat_folder_cannot_be_trained_on(tmp_path):

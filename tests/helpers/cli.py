@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,3 +16,12 @@ def run_cli(script: str, *overrides: str, cwd: Path = ROOT, timeout: int = 600) 
     env = {**os.environ, "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, str(ROOT / script), *overrides], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def read_strict_json(folder: Path) -> dict[Path, object]:
+    """Every *.json file below `folder`, parsed as strict JSON (NaN, Infinity and -Infinity refused)."""
+    return {path: json.loads(path.read_text(), parse_constant=_no_constant) for path in sorted(folder.rglob("*.json"))}

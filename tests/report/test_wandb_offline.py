@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers.cli import ROOT
+from helpers.cli import ROOT, read_strict_json
 
 # a staged artifact file (tempfile's tmpXXXXXXXX name in wandb's staging folder), as its manifest entry's local
 # path appears in a run's .wandb log (a protobuf record: the next byte may be printable, hence the fixed length)
@@ -57,6 +57,10 @@ def test_demo_sweep_with_wandb_keeps_everything_in_the_sweep_folder(tmp_path):
     missing = [m for m in media if not Path(m).is_file()]
     assert not missing, missing[:5]
     assert len(list(sweep.glob("*/wandb/offline-run-*"))) == 6 and list((sweep / "wandb").glob("offline-run-*"))
+    for cell in {run.parents[1] for run in sweep.glob("*/wandb/offline-run-*")}:  # each cell self-contained
+        own = _referenced_media(cell)
+        assert own and all(m.startswith(str(cell.resolve())) for m in own), own[:5]
+    assert read_strict_json(sweep)  # every JSON file of the sweep (report.json, the cells', wandb's) is strict
     console = proc.stdout + proc.stderr
     warnings = [line for line in console.splitlines() if re.search(r"warn", line, re.I)]
     assert not warnings, warnings[:5]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io.atomic import atomic_write_text
+from ..io.atomic import atomic_write_text, strict_json
 from ..io.entries import DamagedEntry, discard_entry, read_entry, write_entry
 
 CLEAN_FIELDS = ("q_global", "q_local", "probs", "attribution")
@@ -42,7 +42,7 @@ class CleanCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         key_file = self.dir / "key.json"
         if not key_file.exists():
-            atomic_write_text(key_file, json.dumps(key_parts, indent=2, sort_keys=True, default=str) + "\n")
+            atomic_write_text(key_file, strict_json(key_parts, indent=2, sort_keys=True, default=str) + "\n")
         self.hits = 0
         self.misses = 0
 

@@ -22,6 +22,7 @@ from .checks import check_output_root, check_values
 from .hints import resume_command
 from .hydra_patches import speed_up_hydra
 from .runtime import discard_stub_folder, quiet_known_warnings, show_progress
+from .sweep import PROGRESS_FILE
 
 # Everything that imports torch, Lightning, captum or wandb is imported inside the functions that need it, after
 # the configuration has been composed and its cheap values checked: `--help`, `--cfg job`, shell completion and a
@@ -29,7 +30,7 @@ from .runtime import discard_stub_folder, quiet_known_warnings, show_progress
 if TYPE_CHECKING:
     from ..data.protocol import Cell, Inputs
     from ..data.selection import Selection
-    from ..evaluation.settings import EvaluationModels, Explanation, Outputs, Speed
+    from ..evaluation.settings import EvaluationModels, Explanation, GivenModels, Outputs, Speed
 
 _existed: dict[str, Any] = {}  # the deepest output folder that existed before this command (run() sets it)
 log = logging.getLogger("evaluate")
@@ -86,25 +87,25 @@ def settings(cfg: DictConfig, run_dir: str, clean_cache_dir: str | None, process
     return cell, inputs, outputs, Speed(channels_last=cfg.channels_last, fold_batchnorm=cfg.fold_batchnorm)
 
 
-def load_models(cfg: DictConfig, selection: Selection) -> EvaluationModels:
-    """PaQ-2-PiQ and the classifier; offline with allow_untrained_fallback, untrained ones behind a banner."""
+def load_models(cfg: DictConfig, selection: Selection, given: GivenModels | None = None) -> EvaluationModels:
+    """PaQ-2-PiQ and the classifier (or the `given` ones); offline with allow_untrained_fallback, untrained ones
+    behind a banner."""
     from ..data.quality_filter import scorer_id
     from ..errors import WeightsUnavailableError, find_user_error
-    from ..evaluation.settings import EvaluationModels
+    from ..evaluation.settings import EvaluationModels, GivenModels
 
     quality_cfg = quality_model_config(cfg)
+    given = given or GivenModels()
     try:
-        quality, quality_weights = instantiate(quality_cfg)
-        classifier = instantiate(cfg.classifier)
+        quality, quality_weights = given.quality or instantiate(quality_cfg)
+        classifier = given.classifier or instantiate(cfg.classifier)
     except Exception as exc:  # Hydra wraps errors raised while instantiating
         if not (cfg.allow_untrained_fallback and isinstance(find_user_error(exc), WeightsUnavailableError)):
             raise
         exc = find_user_error(exc)
-        banner = "=" * 78
-        log.warning("\n%s\nOFFLINE: %s\nRunning with UNTRAINED weights instead; every output is marked "
-                    "'untrained'.\n%s", banner, exc, banner)
-        quality, quality_weights = instantiate(quality_cfg, pretrained=False)
-        classifier = instantiate(cfg.classifier, pretrained=False, checkpoint=None)
+        untrained_banner(str(exc))
+        quality, quality_weights = given.quality or instantiate(quality_cfg, pretrained=False)
+        classifier = given.classifier or instantiate(cfg.classifier, pretrained=False, checkpoint=None)
         full = selection.quality_score_size == "full"
         selection.quality_scorer = scorer_id(None, False, None if full else cfg.dataset.resize,
                                              None if full else cfg.dataset.crop)
@@ -112,6 +113,20 @@ def load_models(cfg: DictConfig, selection: Selection) -> EvaluationModels:
     selection.normalizer = normalizer  # the quality filter's categories use it too
     return EvaluationModels(quality=quality, quality_weights=quality_weights, classifier=classifier,
                             normalizer=normalizer)
+
+
+_banners: set[str] = set()  # the weights banners this process has shown (a sweep shows each once)
+
+
+def untrained_banner(reason: str) -> None:
+    """The banner saying the run goes on with untrained weights: in full once per process, then one line."""
+    if reason in _banners:
+        log.warning("OFFLINE: running with UNTRAINED weights, as for the cells before (see the banner above).")
+        return
+    _banners.add(reason)
+    banner = "=" * 78
+    log.warning("\n%s\nOFFLINE: %s\nRunning with UNTRAINED weights instead; every output is marked "
+                "'untrained'.\n%s", banner, reason, banner)
 
 
 def quality_model_config(cfg: DictConfig) -> DictConfig:
@@ -138,11 +153,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, source: Any = None,
-                  resume_command: str | None = None) -> dict[str, Any]:
+                  resume_command: str | None = None, given: GivenModels | None = None) -> dict[str, Any]:
     """Compose the configured pieces and run one cell in `run_dir`; user errors surface before heavy work.
 
-    `source` (an ImageSource) replaces the configured dataset: the Python API's images. `resume_command` is the
-    command line printed to finish the run if it stops early.
+    `source` (an ImageSource) replaces the configured dataset and `given` the configured models: the Python API's
+    images and models. `resume_command` is the command line printed to finish the run if it stops early.
     """
     from ..io.atomic import check_writable
     from ..io.resume import check_run_folder, is_complete, launch_rank, read_summary
@@ -170,20 +185,22 @@ def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, s
                                        cfg.quality.checkpoint, cfg.quality.pretrained)
     if selection.split != "all":
         selection.check_against(read_checkpoint_meta(cfg.classifier.checkpoint), cfg.classifier.checkpoint)
-    models = load_models(cfg, selection)
+    models = load_models(cfg, selection, given)
     source = select_images(source, selection, quality=lambda: (models.quality, models.quality_weights),
                            report_dir=run_dir, resize=cfg.dataset.resize, crop=cfg.dataset.crop)
     logger = None
     if cfg.logger and "_target_" in cfg.logger:
-        if "WandbLogger" in str(cfg.logger._target_):  # wandb's staging, cache and artifacts in the run's folder
-            keep_wandb_inside(sweep_dir or run_dir)
+        if "WandbLogger" in str(cfg.logger._target_):  # wandb's cache and artifacts in the run's or sweep's folder,
+            keep_wandb_inside(sweep_dir or run_dir)  # its staged table media in the cell's own (self-contained)
+            keep_wandb_inside(run_dir, ("WANDB_DATA_DIR",))
         group = {"group": Path(sweep_dir).name} if sweep_dir and "group" in cfg.logger else {}
         logger = instantiate(cfg.logger, **{k: v for k, v in group.items() if not cfg.logger.get(k)})
         log_run_config(logger, dashboard_config(cfg, explain))
     clean_cache_dir = cfg.clean_cache
     if clean_cache_dir == "auto":  # a sweep shares one clean pass between its cells
         clean_cache_dir = str(Path(sweep_dir) / ".clean_cache") if sweep_dir else None
-    trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False)
+    trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False,
+                          callbacks=progress_callbacks(cfg))
     cell, inputs, outputs, speed = settings(cfg, run_dir, clean_cache_dir, trainer.num_devices,
                                             resume_command)
     try:
@@ -193,9 +210,22 @@ def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, s
             log_cell_summary(logger, result.summary)
             log.info("Wrote %s (%d images, %d skipped)", run_dir, result.summary["n_images"],
                      result.summary["n_skipped"])
+            if cfg.get("print_summary", True):
+                from ..report.console import cell_table
+
+                print(cell_table(run_dir, result.summary), flush=True)
     finally:
         finish_logger(logger)
     return result.summary
+
+
+def progress_callbacks(cfg: DictConfig) -> list[Any]:
+    """The cell's progress in images (in place of Lightning's batch bar) when trainer.enable_progress_bar is on."""
+    if not cfg.trainer.get("enable_progress_bar", True):
+        return []
+    from ..evaluation.progress_bar import ImageProgressBar
+
+    return [ImageProgressBar(f"{cfg.corruption} s{cfg.severity}", cfg.get("progress_interval", 30))]
 
 
 def dashboard_config(cfg: DictConfig, explain: Explanation) -> dict[str, Any]:
@@ -259,8 +289,10 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
     show_progress(cfg.trainer.get("enable_progress_bar", True))
     run_dir = HydraConfig.get().runtime.output_dir
 
-    def discard() -> None:  # a run refused by a check leaves no folder behind
-        discard_stub_folder(run_dir, _existed.get("root") or cfg.paths.output_dir)
+    def discard() -> None:  # a run refused by a check leaves no folder behind (nor a sweep's, if nothing ran)
+        stop = _existed.get("root") or cfg.paths.output_dir
+        if discard_stub_folder(run_dir, stop) and HydraConfig.get().mode == RunMode.MULTIRUN:
+            discard_stub_folder(HydraConfig.get().sweep.dir, stop, ("multirun.yaml", PROGRESS_FILE))
 
     try:
         with exit_on_user_error(cleanup=discard):

@@ -14,19 +14,26 @@ from .. import progress
 # wandb's folders outside the run's own: staging of table media and artifacts (data), the artifact cache, artifact
 # downloads. Pointed into the run or sweep folder so an offline run is self-contained.
 WANDB_DIRS = {"WANDB_DATA_DIR": "data", "WANDB_CACHE_DIR": "cache", "WANDB_ARTIFACT_DIR": "artifacts"}
-_ours: dict[str, str] = {}  # the values this process set (a later run or sweep may move them; a user's stay)
+# The values this tool set (a later run or cell may move them; a user's stay), kept in the environment so that a
+# launcher's worker processes (joblib, submitit) know them too.
+OURS = "IQA_SALIENCY_WANDB_DIRS"
 
 
-def keep_wandb_inside(folder: str | os.PathLike) -> dict[str, str]:
-    """Point WANDB_DATA_DIR / WANDB_CACHE_DIR / WANDB_ARTIFACT_DIR into `folder`/wandb, except where the user set
-    them. Call before the first wandb run of the process starts (its service inherits the environment)."""
+def keep_wandb_inside(folder: str | os.PathLike, variables: tuple[str, ...] = tuple(WANDB_DIRS)) -> dict[str, str]:
+    """Point `variables` (WANDB_DATA_DIR / WANDB_CACHE_DIR / WANDB_ARTIFACT_DIR) into `folder`/wandb, except where
+    the user set them. The cache and artifact folders are read by wandb's service, which inherits the environment
+    of the first run of the process; the staging folder (data) is read when a table is logged, so each cell can
+    have its own (its table media then stay inside its folder)."""
+    ours = set(filter(None, os.environ.get(OURS, "").split(os.pathsep)))
     changed = {}
-    for var, sub in WANDB_DIRS.items():
+    for var in variables:
         current = os.environ.get(var)
-        if current and current != _ours.get(var):
+        if current and current not in ours:
             continue  # the user's choice
-        path = str(Path(folder).resolve() / "wandb" / sub)
-        os.environ[var] = _ours[var] = changed[var] = path
+        path = str(Path(folder).resolve() / "wandb" / WANDB_DIRS[var])
+        os.environ[var] = changed[var] = path
+        ours.add(path)
+    os.environ[OURS] = os.pathsep.join(sorted(ours))
     return changed
 
 
@@ -62,13 +69,36 @@ class _DropMessages(logging.Filter):
 _ADVERTS = _DropMessages("💡 Tip: For seamless cloud logging")
 
 
+class _OncePerProcess(logging.Filter):
+    """Let a message that starts with one of `prefixes` through the first time only (each text once)."""
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        if not text.startswith(self.prefixes):
+            return True
+        if text in self.seen:
+            return False
+        self.seen.add(text)
+        return True
+
+
+# Every Trainer (each cell of a sweep) reports the devices again: shown for the first cell of the process only.
+_DEVICE_LINES = _OncePerProcess("GPU available:", "TPU available:", "HPU available:", "IPU available:")
+
+
 def quiet_known_adverts() -> None:
-    """Drop Lightning's advertisement from its rank-zero log (its messages about devices stay)."""
+    """Drop Lightning's advertisement from its rank-zero log; its messages about devices once per process."""
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
                  "lightning.pytorch.utilities.rank_zero"):
         logger = logging.getLogger(name)
-        if _ADVERTS not in logger.filters:
-            logger.addFilter(_ADVERTS)
+        for flt in (_ADVERTS, _DEVICE_LINES):
+            if flt not in logger.filters:
+                logger.addFilter(flt)
 
 
 def show_progress(enabled: bool) -> None:
@@ -76,15 +106,17 @@ def show_progress(enabled: bool) -> None:
     progress.set_enabled(enabled)
 
 
-def discard_stub_folder(run_dir: str | os.PathLike, stop_at: str | os.PathLike) -> bool:
-    """Remove a run folder that holds only what Hydra wrote when the job started (.hydra/ and the job's log): a run
-    refused by a check leaves nothing behind. Its parents below `stop_at` go too when that leaves them empty."""
+def discard_stub_folder(run_dir: str | os.PathLike, stop_at: str | os.PathLike, also: tuple[str, ...] = ()) -> bool:
+    """Remove a run folder that holds only what Hydra wrote when the job started (.hydra/, the job's log and the
+    files named in `also`): a run refused by a check leaves nothing behind. Its parents below `stop_at` go too when
+    that leaves them empty."""
     folder = Path(run_dir)
     try:
         entries = list(folder.iterdir())
     except OSError:
         return False
-    if not all((e.name == ".hydra" and e.is_dir()) or (e.suffix == ".log" and e.is_file()) for e in entries):
+    if not all((e.name == ".hydra" and e.is_dir()) or (e.suffix == ".log" and e.is_file()) or e.name in also
+               for e in entries):
         return False
     shutil.rmtree(folder, ignore_errors=True)
     stop = Path(stop_at).resolve()

@@ -22,7 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from ..io.atomic import atomic_write_text
+from ..io.atomic import atomic_write_text, strict_json
 from ..io.schema import SUMMARY
 from ..progress import format_eta
 from .runtime import keep_wandb_inside
@@ -79,7 +79,7 @@ class SweepCallback(Callback):
             keep_wandb_inside(sweep_dir)  # before any job starts (joblib and submitit workers inherit it)
         state = {"total": total, "started": time.time(), "done_at_start": _complete_cells(sweep_dir),
                  "swept": swept}
-        atomic_write_text(sweep_dir / PROGRESS_FILE, json.dumps(state) + "\n")
+        atomic_write_text(sweep_dir / PROGRESS_FILE, strict_json(state) + "\n")
         log.info("Sweep of %d cells over %s in %s", total, ", ".join(swept) or "nothing", sweep_dir)
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
@@ -107,6 +107,10 @@ class SweepReportCallback(Callback):
             path = write_report(sweep_dir)
             log_report_to_wandb(sweep_dir, load_cells(sweep_dir))
             log.info("Sweep report: %s", path)
+            if config.get("print_summary", True):
+                from ..report.console import sweep_table
+
+                print(sweep_table(sweep_dir), flush=True)
         except Exception:  # the cells' results are on disk; a failed report must not hide them
             log.exception("Writing the sweep report failed; rebuild it with python -m iqa_saliency.report %s",
                           sweep_dir)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import sys
 from dataclasses import replace
@@ -11,6 +10,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,6 +19,7 @@ from . import CONFIG_PATH
 from .checks import check_output_root, check_values
 from .hydra_patches import speed_up_hydra
 from .runtime import discard_stub_folder, keep_wandb_inside, quiet_known_warnings, show_progress
+from .sweep import PROGRESS_FILE
 
 # Lightning, torch and the training modules are imported in train(), after the configuration is composed and
 # checked (tests/cli/test_startup.py): --help and a typo answer at once.
@@ -38,9 +39,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from iqa_saliency.data.loading import resolve_num_workers
     from iqa_saliency.data.selection import Selection, select_images
     from iqa_saliency.data.splits import split_source, write_split_csv
-    from iqa_saliency.errors import ConfigError, DatasetError
+    from iqa_saliency.errors import ConfigError, DatasetError, WeightsUnavailableError, find_user_error
     from iqa_saliency.heap import reuse_freed_heap
-    from iqa_saliency.io.atomic import atomic_write_text, check_writable, remove_temporary_files
+    from iqa_saliency.io.atomic import atomic_write_text, check_writable, remove_temporary_files, strict_json
     from iqa_saliency.io.provenance import provenance
     from iqa_saliency.io.resume import launch_rank
     from iqa_saliency.models.classifier import read_checkpoint_meta
@@ -76,18 +77,34 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                            "Point dataset.root at a folder with one subfolder per class.")
     # Weights first: a missing download should fail before the images are scored.
     normalize = bool(cfg.classifier.get("normalize", True))
-    network, start_weights = build_network_for(cfg.classifier.arch, len(source.class_names), cfg.pretrained,
-                                               cfg.classifier.weights, seed=cfg.seed,
-                                               checkpoint=cfg.classifier.checkpoint, normalize=normalize)
+    from .evaluate import quality_model_config, score_normalizer, untrained_banner
+
+    network_options = {"seed": cfg.seed, "normalize": normalize}
+    try:
+        network, start_weights = build_network_for(cfg.classifier.arch, len(source.class_names), cfg.pretrained,
+                                                   cfg.classifier.weights, checkpoint=cfg.classifier.checkpoint,
+                                                   **network_options)
+    except WeightsUnavailableError as exc:
+        if not cfg.get("allow_untrained_fallback", False):
+            raise
+        untrained_banner(str(exc))  # trains from untrained weights (recorded as such in the checkpoint)
+        network, start_weights = build_network_for(cfg.classifier.arch, len(source.class_names), False, None,
+                                                   checkpoint=None, **network_options)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    from .evaluate import quality_model_config, score_normalizer
 
     quality_cfg = quality_model_config(cfg)
     loaded: list[Any] = []
 
     def quality() -> Any:  # loaded once, and only if the filter or the normalisation fit needs it
         if not loaded:
-            loaded.append(instantiate(quality_cfg))
+            try:
+                loaded.append(instantiate(quality_cfg))
+            except Exception as exc:  # Hydra wraps errors raised while instantiating
+                if not (cfg.get("allow_untrained_fallback")
+                        and isinstance(find_user_error(exc), WeightsUnavailableError)):
+                    raise
+                untrained_banner(str(find_user_error(exc)))
+                loaded.append(instantiate(quality_cfg, pretrained=False))
         return loaded[0]
 
     if selection.quality_filter and not selection.quality_scores:
@@ -152,7 +169,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "provenance": provenance(),
         "config": OmegaConf.to_container(cfg, resolve=False),
     }
-    atomic_write_text(f"{run_dir}/train_summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    atomic_write_text(f"{run_dir}/train_summary.json", strict_json(summary, indent=2, default=str) + "\n")
     log.info("Best checkpoint %s (val loss %s)", summary["best_checkpoint"], summary["best_val_loss"])
     return summary
 
@@ -176,8 +193,10 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
     show_progress(cfg.trainer.get("enable_progress_bar", True))
     run_dir = HydraConfig.get().runtime.output_dir
 
-    def discard() -> None:  # a run refused by a check leaves no folder behind
-        discard_stub_folder(run_dir, _existed.get("root") or cfg.paths.output_dir)
+    def discard() -> None:  # a run refused by a check leaves no folder behind (nor a sweep's, if nothing ran)
+        stop = _existed.get("root") or cfg.paths.output_dir
+        if discard_stub_folder(run_dir, stop) and HydraConfig.get().mode == RunMode.MULTIRUN:
+            discard_stub_folder(HydraConfig.get().sweep.dir, stop, ("multirun.yaml", PROGRESS_FILE))
 
     try:
         with exit_on_user_error(cleanup=discard):

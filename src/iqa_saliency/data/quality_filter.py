@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError, DatasetError, reraise_interrupt
-from ..io.atomic import atomic_write, atomic_write_text
+from ..io.atomic import atomic_write, atomic_write_text, strict_json
 from ..models.paq2piq import CATEGORIES, NORMALIZATIONS, PaQ2PiQ, ScoreNormalizer
 from ..models.weights import WeightsIdentity
 from ..progress import progress_bar
@@ -271,7 +271,7 @@ def fit_normalizer(folder: str | os.PathLike, quality: QualityLoader, cache_path
     if cache is not None:
         params = {k: getattr(normalizer, k) for k in ("peak", "std_left", "std_right", "n_std", "clip_max")}
         stored[key] = {"folder": str(folder), "n_images": len(files), "scorer": scorer, "params": params}
-        atomic_write_text(cache, json.dumps(stored, indent=2) + "\n")
+        atomic_write_text(cache, strict_json(stored, indent=2) + "\n")
     return normalizer
 
 
@@ -317,7 +317,7 @@ def write_quality_report(folder: str | os.PathLike, counts: dict[str, int], keep
     folder = Path(folder)
     report: dict[str, Any] = {"counts": counts, "keep": list(keep), "n_total": len(records), "n_kept": n_kept,
                               "n_scored_now": scores.n_scored}
-    atomic_write_text(folder / "quality_filter.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(folder / "quality_filter.json", strict_json(report, indent=2) + "\n")
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["image", "label", "mos", "mos_normalized", "quality_category", "kept"])

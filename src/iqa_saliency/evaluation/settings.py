@@ -82,6 +82,14 @@ class EvaluationModels:
     normalizer: ScoreNormalizer = field(default_factory=ScoreNormalizer)
 
 
+@dataclass
+class GivenModels:
+    """Models the caller passes in (the Python API) in place of the configured ones."""
+
+    classifier: Classifier | None = None
+    quality: tuple[PaQ2PiQ, WeightsIdentity] | None = None
+
+
 # The models' outputs for a batch of [0, 1] images: q_global (B,), q_local (B, 20, 20), probs (B, classes),
 # attribution (B, H, W). The benchmark injects a stand-in to measure the host side alone.
 Inference = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import tempfile
@@ -102,6 +103,12 @@ def check_writable(folder: str | os.PathLike) -> None:
             f"Cannot write to the output folder '{folder}' ({exc.strerror or exc}). "
             "Choose a writable folder with hydra.run.dir=PATH."
         ) from exc
+
+
+def strict_json(value: Any, **options: Any) -> str:
+    """`value` as strict JSON text (RFC 8259: NaN and infinities written as null, never as the bare `NaN` that
+    strict parsers refuse); `options` go to json.dumps. Every JSON file a run writes goes through here."""
+    return json.dumps(jsonable(value), allow_nan=False, **options)
 
 
 def jsonable(value: Any) -> Any:

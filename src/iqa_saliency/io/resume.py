@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunFolderError
-from .atomic import atomic_write_text, jsonable, remove_temporary_files
+from .atomic import atomic_write_text, jsonable, remove_temporary_files, strict_json
 from .run_writer import RunWriter
 from .schema import INCOMPLETE, PER_IMAGE, SKIPPED, SUMMARY
 
@@ -154,7 +154,7 @@ def start_run(writer: RunWriter, images: int | Sequence[str], resume: bool, conf
     writer.identity = jsonable(identity or {})
     if rank == 0:
         if not isinstance(images, int) and (not resume or not (writer.run_dir / DATASET_FILE).exists()):
-            atomic_write_text(writer.run_dir / DATASET_FILE, json.dumps({"images": manifest}) + "\n")
+            atomic_write_text(writer.run_dir / DATASET_FILE, strict_json({"images": manifest}) + "\n")
         writer.write_status("running", config=config or {})
     writer.finished = set(done)
     return [i for i in range(len(ids)) if i not in done]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .atomic import atomic_write, atomic_write_text, format_value, jsonable
+from .atomic import atomic_write, atomic_write_text, format_value, strict_json
 from .maps import maps_on_disk
 from .schema import INCOMPLETE, PER_IMAGE, PER_IMAGE_COLUMNS, SKIPPED, SKIPPED_COLUMNS, SUMMARY
 
@@ -205,7 +205,7 @@ class RunWriter:
     def write_status(self, status: str, **info: Any) -> None:
         """The INCOMPLETE marker: why this folder does not (yet) hold a complete run."""
         extra = {"identity": self.identity} if self.identity else {}
-        text = json.dumps(jsonable({"status": status, **info, **extra}), indent=2, allow_nan=False)
+        text = strict_json({"status": status, **info, **extra}, indent=2)
         atomic_write_text(self.run_dir / INCOMPLETE, text + "\n")
 
     def read_status(self) -> dict[str, Any] | None:
@@ -214,7 +214,7 @@ class RunWriter:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """summary.json, written last: its presence marks a complete run."""
-        text = json.dumps(jsonable(summary), indent=2, sort_keys=False, allow_nan=False)
+        text = strict_json(summary, indent=2)
         atomic_write_text(self.run_dir / SUMMARY, text + "\n")
         (self.run_dir / INCOMPLETE).unlink(missing_ok=True)
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytorch_lightning.loggers import WandbLogger as _LightningWandbLogger
+
+from ..io.atomic import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +22,22 @@ class WandbLogger(_LightningWandbLogger):
         super().__init__(*args, **kwargs)
         if self._wandb_init.get("anonymous") is None:
             self._wandb_init.pop("anonymous", None)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Lightning's metrics without the undefined ones (NaN, inf): wandb would write them into the run's
+        wandb-summary.json as bare NaN, which strict JSON parsers refuse; an undefined value is simply not logged."""
+        super().log_metrics(finite(metrics), step)
+
+
+def finite(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` without NaN or infinite numbers (and without None)."""
+    out = {}
+    for key, value in values.items():
+        number = value.item() if hasattr(value, "item") and getattr(value, "ndim", 1) == 0 else value
+        if number is None or (isinstance(number, float) and not math.isfinite(number)):
+            continue
+        out[key] = value
+    return out
 
 TABLE_NUMBERS = ("mos", "mos_normalized", "quality_category", "mos_clean", "pred_name", "pred_prob",
                  "clean_pred", "flipped", "correct_top1", "sim_cc", "sim_sim", "sim_kld", "sim_spearman",
@@ -35,7 +54,7 @@ def log_preview_table(logger: Any, previews: Sequence[Any]) -> None:
     table = wandb.Table(columns=columns)
     for p in previews:
         table.add_data(p.row["image"], wandb.Image(p.image), wandb.Image(p.quality_overlay),
-                       wandb.Image(p.attribution_overlay), *[p.row.get(k) for k in TABLE_NUMBERS])
+                       wandb.Image(p.attribution_overlay), *jsonable([p.row.get(k) for k in TABLE_NUMBERS]))
     logger.experiment.log({"per_image": table})
 
 
@@ -50,7 +69,7 @@ def log_cell_summary(logger: Any, summary: dict[str, Any]) -> None:
     """The cell's metrics (from the merged rows, as in summary.json) in the wandb run's summary."""
     if logger is None or type(logger).__name__ != "WandbLogger" or not summary:
         return
-    values = {k: v for k, v in (summary.get("metrics") or {}).items() if v is not None}
+    values = finite(jsonable(summary.get("metrics") or {}))
     values.update({"n_images": summary.get("n_images"), "n_skipped": summary.get("n_skipped"),
                    "untrained": (summary.get("weights") or {}).get("untrained")})
     logger.experiment.summary.update(values)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..io.atomic import atomic_write_text
+from ..io.atomic import atomic_write_text, strict_json
 from ..io.schema import PER_IMAGE, SUMMARY
 
 log = logging.getLogger(__name__)
@@ -247,11 +247,11 @@ def write_report(sweep_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0
     text = _markdown(sweep_dir, summary, correlation, y_acc, ce_table, mce, figures, flip_correlation)
     path = sweep_dir / "report.md"
     atomic_write_text(path, text)
-    atomic_write_text(sweep_dir / "report.json", json.dumps(
+    atomic_write_text(sweep_dir / "report.json", strict_json(
         {"correlation": {"x": "mos_mean", "y": y_acc, **correlation},
          "correlation_flip_rate": {"x": "mos_mean", "y": "flip_rate", **flip_correlation},
          "mce": mce, "n_cells": len(cells)},
-        indent=2, allow_nan=True) + "\n")
+        indent=2) + "\n")
     return path
 
 
@@ -338,7 +338,8 @@ def log_report_to_wandb(sweep_dir: Path, cells: Sequence[Cell]) -> None:
                      mode="offline" if logger_cfg.get("offline", True) else "online", reinit="finish_previous",
                      config={"sweep_dir": str(sweep_dir), "n_cells": len(cells)})
     summary = pd.read_csv(sweep_dir / "summary.csv")
-    logged: dict[str, Any] = {"summary": wandb.Table(dataframe=summary)}
+    # undefined values (accuracy without labels, ...) as None: wandb would write NaN into the table's JSON file
+    logged: dict[str, Any] = {"summary": wandb.Table(dataframe=summary.astype(object).where(summary.notna(), None))}
     curves = with_clean_points(summary)
     for column, title in PANELS.items():
         lines = severity_lines(curves, column) if column in curves else {}
