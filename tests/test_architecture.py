@@ -17,7 +17,7 @@ LAYERS = [
     {"models", "corruption", "attribution"},
     {"caches", "report"},
     {"data"},
-    {"evaluation", "training"},
+    {"evaluation", "training", "study"},
     {"cli"},
     {"api"},  # the Python API composes the same configs as the command line
 ]

@@ -38,6 +38,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 from torch.nn import functional as F
+from torchvision.ops import roi_pool
 
 # --------------------------------------------------------------------------------------------
 # Constants of the study
@@ -523,6 +524,160 @@ def write_study_mos_csv(root: str | os.PathLike, rows: Iterable[Sequence], *,
             writer.writerow([study_mos_path(rel, prefix, path_style), _fmt_float32(raw),
                              _fmt_float32(normed), cat])
     return out
+
+
+
+# --------------------------------------------------------------------------------------------
+# (e) PaQ-2-PiQ standalone inference and the published test images (estimate_quality.py)
+# --------------------------------------------------------------------------------------------
+
+def random_paq2piq_state(seed: int = 1) -> dict[str, torch.Tensor]:
+    """A PaQ-2-PiQ state_dict (the authors' key layout: body.*, head.*) with random weights and BN statistics."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        body = torch.nn.Sequential(*list(torchvision.models.resnet18(weights=None).children())[:-2])
+    state = {f"body.{k}": v for k, v in body.state_dict().items()}
+    for i, n in ((2, 1024), (6, 512)):  # BatchNorm1d
+        state[f"head.{i}.weight"] = torch.rand(n, generator=gen) + 0.5
+        state[f"head.{i}.bias"] = torch.randn(n, generator=gen) * 0.1
+        state[f"head.{i}.running_mean"] = torch.randn(n, generator=gen) * 0.1
+        state[f"head.{i}.running_var"] = torch.rand(n, generator=gen) + 0.5
+        state[f"head.{i}.num_batches_tracked"] = torch.tensor(7)
+    state["head.4.weight"] = torch.randn(512, 1024, generator=gen) * 0.03
+    state["head.4.bias"] = torch.randn(512, generator=gen) * 0.03
+    state["head.8.weight"] = torch.randn(1, 512, generator=gen) * 0.1
+    state["head.8.bias"] = torch.tensor([72.0])
+    for key, value in state.items():
+        if key.startswith("body.") and key.endswith("running_var"):
+            value.copy_(torch.rand(value.shape, generator=gen) + 0.5)
+    return state
+
+
+def study_paq2piq_global(state: dict[str, torch.Tensor], image: torch.Tensor) -> float:
+    """The study's PaQ-2-PiQ global score of one CxHxW [0,1] image: resnet18 body, the whole-image RoI through
+    torchvision roi_pool (2x2, 1/32), concat max/avg pooling, BN, Linear, ReLU, BN, Linear (eval mode)."""
+    body = torch.nn.Sequential(*list(torchvision.models.resnet18(weights=None).children())[:-2])
+    body.load_state_dict({k[len("body."):]: v for k, v in state.items() if k.startswith("body.")})
+    body.eval()
+    with torch.no_grad():
+        h, w = image.shape[-2:]
+        feats = body(image[None])
+        pooled = roi_pool(feats, [torch.tensor([[0.0, 0.0, float(w), float(h)]])], (2, 2), 1 / 32)
+        z = torch.cat([F.adaptive_max_pool2d(pooled, 1), F.adaptive_avg_pool2d(pooled, 1)], 1).flatten(1)
+        z = F.batch_norm(z, state["head.2.running_mean"], state["head.2.running_var"], state["head.2.weight"],
+                         state["head.2.bias"], False, 0.0, 1e-5)
+        z = F.relu(F.linear(z, state["head.4.weight"], state["head.4.bias"]))
+        z = F.batch_norm(z, state["head.6.running_mean"], state["head.6.running_var"], state["head.6.weight"],
+                         state["head.6.bias"], False, 0.0, 1e-5)
+        return float(F.linear(z, state["head.8.weight"], state["head.8.bias"])[0, 0])
+
+
+def study_paq2piq_predict(state: dict[str, torch.Tensor], image: Image.Image) -> tuple[float, str]:
+    """InferenceModel.predict_from_pil_image (paq2piq_standalone.py): ToTensor of the RGB image at its own size, the
+    raw global score as float32, its category under the file's default normalisation."""
+    x = _to_tensor(image.convert("RGB"))
+    score = float(np.float32(study_paq2piq_global(state, x)))
+    return score, category(float(np.float32(normalize(score))))
+
+
+def study_save_image(item: torch.Tensor, path: Path) -> None:
+    """utils.py Save_Images: ``Image.fromarray(np.uint8(255.0 * img.numpy().transpose(1,2,0))).save(png)``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.uint8(255.0 * item.numpy().transpose(1, 2, 0))).save(path)
+
+
+def study_generate_corrupted(clean_png: Path, corruption: str, severity: int, out_png: Path) -> None:
+    """utils.py generate_corrupted_images for one file: ``np.uint8(255 * matplotlib imread(png))``, corrupt (the
+    study never seeds), ``transforms.CenterCrop((224,224))`` of the PIL image, save as PNG."""
+    import matplotlib.image as pimg
+    from imagecorruptions import corrupt
+    from torchvision import transforms
+
+    img = np.uint8(255.0 * pimg.imread(clean_png))
+    out = transforms.CenterCrop((CROP, CROP))(Image.fromarray(corrupt(img, corruption_name=corruption,
+                                                                      severity=severity)))
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    out.save(out_png)
+
+
+def study_predict_label(img: np.ndarray, model: StudyResNet, index_to_class: dict[int, str]) -> tuple[str, float]:
+    """utils.py predict_label: the float HxWx3 image as a batch of one, softmax, the top class and its probability
+    (the study's model keeps dropout on: build it with ``dropout_bug=True``)."""
+    with torch.no_grad():
+        prob = F.softmax(model(torch.Tensor(np.expand_dims(img.transpose(2, 0, 1), axis=0))), dim=1)
+    p, i = torch.max(prob, 1)
+    return index_to_class[int(i[0])], float(p[0])
+
+
+def write_study_test_images(study_dir: Path, dataset_root: Path, paq_state: dict[str, torch.Tensor],
+                            classifier: StudyResNet, corruptions: Sequence[str] = STUDY_CORRUPTIONS,
+                            severities: Sequence[int] = (1, 2, 3)) -> Path:
+    """estimate_quality.py on a dataset: the validation item at position 5 of the study's split (utils.py
+    Save_Images, ``__getitem__(i+5)``) saved as test_images/severity=-1/<class>.png and severity=0/<class>.png, each
+    corruption re-made from the severity=-1 file, then test_images/mos.csv: the PaQ-2-PiQ score and category of each
+    file read back with matplotlib (``uint8(255 * imread)``), and the classifier's label and probability on the float
+    image. As in the study, rows for severities >= 1 keep severity 0's pred_label (``pred_labe`` is assigned
+    instead) while their probability is their own; severity -1 has "No Prediction" and 1."""
+    import matplotlib.image as pimg
+
+    folder = torchvision.datasets.ImageFolder(str(dataset_root))
+    samples = folder.samples
+    index_to_class = dict(enumerate(folder.classes))
+    _, val = study_split([t for _, t in samples])
+    path, label = samples[val[5]]
+    name = index_to_class[label]
+    images = study_dir / "test_images"
+    item = study_transform(study_load_image(path))
+    study_save_image(item, images / "severity=-1" / f"{name}.png")
+    study_save_image(item, images / "severity=0" / f"{name}.png")
+    for severity in severities:
+        for corruption in corruptions:
+            study_generate_corrupted(images / "severity=-1" / f"{name}.png", corruption, severity,
+                                     images / f"severity={severity}" / corruption / f"{name}.png")
+    rows = []
+    pred_label = "No Prediction"
+    for severity in (-1, 0, *severities):
+        for corruption in (None,) if severity < 1 else corruptions:
+            rel = f"test_images/severity={severity}/" + (f"{corruption}/" if corruption else "") + f"{name}.png"
+            img = pimg.imread(study_dir / rel)
+            score, cat = study_paq2piq_predict(paq_state, Image.fromarray(np.uint8(255.0 * img)))
+            if severity == -1:
+                p = 1
+            elif severity == 0:
+                pred_label, p = study_predict_label(img, classifier, index_to_class)
+            else:
+                _, p = study_predict_label(img, classifier, index_to_class)
+            rows.append([rel, str(np.float32(score)), cat, name, "No Prediction" if severity == -1 else pred_label,
+                         str(p)])
+    out = images / "mos.csv"
+    with open(out, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["image_path", "global_score", "category", "true_label", "pred_label", "probability"])
+        writer.writerows(rows)
+    return out
+
+
+
+def build_study_fixture(folder: Path, n_classes: int = 3, per_class: int = 10) -> dict[str, Path]:
+    """A small stand-in for the study's inputs under `folder`: an MIT-Indoor-like dataset (mit-indoor-scenes/),
+    PaQ-2-PiQ weights (PAQ.pth) and a study checkpoint (best_model.ckpt) with seeded random values, and a folder
+    laid out like the study's repository whose test_images/ and mos.csv write_study_test_images made (dropout on,
+    motion_blur and dropout drawn from fixed but arbitrary states, as the study's were from unknown ones)."""
+    folder = Path(folder)
+    root = folder / "mit-indoor-scenes"
+    make_study_dataset(root, classes=n_classes, per_class=per_class, seed=11)
+    paq_state = random_paq2piq_state(5)
+    torch.save({"model": paq_state}, folder / "PAQ.pth")
+    state = write_study_checkpoint(folder / "best_model.ckpt", num_classes=n_classes, seed=4)
+    model = StudyResNet(n_classes, dropout_bug=True).eval()
+    model.load_state_dict(state)
+    repo = folder / "Saliency-Maps-NR-IQA-Classification-Models"
+    with torch.random.fork_rng(devices=[]):
+        np.random.seed(123)
+        torch.manual_seed(7)
+        write_study_test_images(repo, root, paq_state, model)
+    return {"root": root, "paq": folder / "PAQ.pth", "ckpt": folder / "best_model.ckpt", "repo": repo}
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,56 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
-import torchvision
 from helpers import study_reference as ref
 from helpers.cli import run_cli
 from PIL import Image
-from torchvision.ops import roi_pool
 
 pytest.importorskip("sklearn", reason="the study's split is sklearn's train_test_split")
-
-
-def random_paq2piq_state(seed: int = 1) -> dict[str, torch.Tensor]:
-    """A PaQ-2-PiQ state_dict (the authors' key layout: body.*, head.*) with random weights and BN statistics."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        body = torch.nn.Sequential(*list(torchvision.models.resnet18(weights=None).children())[:-2])
-    state = {f"body.{k}": v for k, v in body.state_dict().items()}
-    for i, n in ((2, 1024), (6, 512)):  # BatchNorm1d
-        state[f"head.{i}.weight"] = torch.rand(n, generator=gen) + 0.5
-        state[f"head.{i}.bias"] = torch.randn(n, generator=gen) * 0.1
-        state[f"head.{i}.running_mean"] = torch.randn(n, generator=gen) * 0.1
-        state[f"head.{i}.running_var"] = torch.rand(n, generator=gen) + 0.5
-        state[f"head.{i}.num_batches_tracked"] = torch.tensor(7)
-    state["head.4.weight"] = torch.randn(512, 1024, generator=gen) * 0.03
-    state["head.4.bias"] = torch.randn(512, generator=gen) * 0.03
-    state["head.8.weight"] = torch.randn(1, 512, generator=gen) * 0.1
-    state["head.8.bias"] = torch.tensor([72.0])
-    for key, value in state.items():
-        if key.startswith("body.") and key.endswith("running_var"):
-            value.copy_(torch.rand(value.shape, generator=gen) + 0.5)
-    return state
-
-
-def study_paq2piq_global(state: dict[str, torch.Tensor], image: torch.Tensor) -> float:
-    """The study's PaQ-2-PiQ global score of one CxHxW [0,1] image: resnet18 body, the whole-image RoI through
-    torchvision roi_pool (2x2, 1/32), concat max/avg pooling, BN, Linear, ReLU, BN, Linear (eval mode)."""
-    body = torch.nn.Sequential(*list(torchvision.models.resnet18(weights=None).children())[:-2])
-    body.load_state_dict({k[len("body."):]: v for k, v in state.items() if k.startswith("body.")})
-    body.eval()
-    with torch.no_grad():
-        h, w = image.shape[-2:]
-        feats = body(image[None])
-        pooled = roi_pool(feats, [torch.tensor([[0.0, 0.0, float(w), float(h)]])], (2, 2), 1 / 32)
-        z = torch.cat([F.adaptive_max_pool2d(pooled, 1), F.adaptive_avg_pool2d(pooled, 1)], 1).flatten(1)
-        z = F.batch_norm(z, state["head.2.running_mean"], state["head.2.running_var"], state["head.2.weight"],
-                         state["head.2.bias"], False, 0.0, 1e-5)
-        z = F.relu(F.linear(z, state["head.4.weight"], state["head.4.bias"]))
-        z = F.batch_norm(z, state["head.6.running_mean"], state["head.6.running_var"], state["head.6.weight"],
-                         state["head.6.bias"], False, 0.0, 1e-5)
-        return float(F.linear(z, state["head.8.weight"], state["head.8.bias"])[0, 0])
 
 
 @pytest.mark.slow
@@ -76,7 +31,7 @@ def test_done_when_command_equals_the_study_code(tmp_path):
     ref.make_study_dataset(root, classes=3, per_class=5, seed=3)
     n_classes = 3
     study_state = ref.write_study_checkpoint(tmp_path / "STUDY.ckpt", num_classes=n_classes, seed=4)
-    paq_state = random_paq2piq_state(5)
+    paq_state = ref.random_paq2piq_state(5)
     torch.save({"model": paq_state}, tmp_path / "PAQ.pth")
     run_dir = tmp_path / "run"
     out = run_cli("evaluate.py", "dataset=mit_indoor", f"dataset.root={root}", "dataset.split=val",
@@ -111,7 +66,7 @@ def test_done_when_command_equals_the_study_code(tmp_path):
         assert row["pred_prob"] == pytest.approx(float(probs[1].max()), abs=1e-4)
         # the study's mean-MOS pass: PaQ-2-PiQ on Image.fromarray(uint8(255 * crop)), raw global score
         crop_u8 = np.uint8(255 * corrupted.permute(1, 2, 0).numpy())
-        mos = study_paq2piq_global(paq_state, torch.from_numpy(crop_u8).permute(2, 0, 1).float() / 255)
+        mos = ref.study_paq2piq_global(paq_state, torch.from_numpy(crop_u8).permute(2, 0, 1).float() / 255)
         assert math.isclose(row["mos"], mos, rel_tol=1e-3), (row["image"], row["mos"], mos)
         saved = np.asarray(Image.open(run_dir / "images" / f"{i:06d}_{row['image'].replace('/', '_')}.png"))
         assert saved.shape == crop_u8.shape
