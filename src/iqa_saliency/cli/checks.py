@@ -62,6 +62,20 @@ def check_values(cfg: DictConfig) -> None:
         node = cfg.get(group)
         if isinstance(node, DictConfig) and "sha256" in node:
             check_sha256(node.sha256, f"{group}.sha256")
+    check_zoo_names(cfg)
+
+
+def check_zoo_names(cfg: DictConfig) -> None:
+    """A pyiqa metric's and a timm classifier's name, checked before either model loads (zoo extra only)."""
+    quality, classifier = cfg.get("quality"), cfg.get("classifier")
+    if isinstance(quality, DictConfig) and "pyiqa_zoo" in str(quality.get("_target_", "")):
+        from ..models.pyiqa_zoo import check_metric_name
+
+        check_metric_name(quality.metric)
+    if isinstance(classifier, DictConfig) and "name" in classifier and "timm" in str(classifier.get("_target_", "")):
+        from ..models.timm_zoo import check_timm_name
+
+        check_timm_name(classifier.name)
 
 
 def check_output_root(argv: list[str]) -> Path | None:

@@ -109,7 +109,9 @@ def load_models(cfg: DictConfig, selection: Selection, given: GivenModels | None
         full = selection.quality_score_size == "full"
         selection.quality_scorer = scorer_id(None, False, None if full else cfg.dataset.resize,
                                              None if full else cfg.dataset.crop)
-    normalizer = score_normalizer(cfg, lambda: (quality, quality_weights), selection.quality_scorer)
+    # a pyiqa metric brings its own (its score range and direction); PaQ-2-PiQ uses quality.normalization
+    normalizer = getattr(quality, "score_normalizer", None) or score_normalizer(
+        cfg, lambda: (quality, quality_weights), selection.quality_scorer)
     selection.normalizer = normalizer  # the quality filter's categories use it too
     return EvaluationModels(quality=quality, quality_weights=quality_weights, classifier=classifier,
                             normalizer=normalizer)

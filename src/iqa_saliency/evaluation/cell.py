@@ -267,6 +267,8 @@ def _run_locked(source: ImageSource, models: EvaluationModels, trainer: pl.Train
         "classifier": {"arch": classifier.arch, "num_classes": classifier.num_classes},
         "corruption_backend": backend.as_dict(),  # requested, what really ran (and why), imagecorruptions
         "score_normalizer": asdict(models.normalizer),
+        "quality_map_kind": getattr(models.quality, "map_kind", "model:paq2piq_local_scores"),
+        "quality_lower_better": bool(getattr(models.quality, "lower_better", False)),
         "clean_cache": clean_cache.stats() if clean_cache else None,
         "world_size": world,
         "resumed": len(todo) < len(dataset),

@@ -116,6 +116,7 @@ class EvaluationModule(pl.LightningModule):
         self.writer = writer
         self.explain, self.cell, self.inputs, self.outputs, self.speed = explain, cell, inputs, outputs, speed
         self.normalizer = models.normalizer
+        self.mos_sign = -1.0 if getattr(models.quality, "lower_better", False) else 1.0  # drop = loss of quality
         self.metrics = RunMetrics(QATTR_MEAN_COLUMNS)
         self.clean_cache = clean_cache
         self.infer = infer or self._infer
@@ -208,7 +209,8 @@ class EvaluationModule(pl.LightningModule):
         correct1 = torch.where(has_label, (pred_c == safe_labels).double(), nan)
         correct5 = torch.where(has_label, (top5 == safe_labels[:, None]).any(dim=1).double(), nan)
         values = {
-            "mos": mos.double(), "mos_clean": mos_clean.double(), "mos_drop": (mos_clean - mos).double(),
+            "mos": mos.double(), "mos_clean": mos_clean.double(),
+            "mos_drop": (mos_clean - mos).double() * self.mos_sign,
             "mos_normalized": self.normalizer(mos).double(),
             "pred_prob": probs_c.gather(1, pred_c[:, None])[:, 0].double(),
             "clean_pred_prob": probs_c.gather(1, clean_pred[:, None])[:, 0].double(),
