@@ -21,6 +21,7 @@ from scipy import stats
 
 from ..io.atomic import atomic_write_text, strict_json
 from ..io.schema import PER_IMAGE, SUMMARY
+from ..models.weights import UNTRAINED
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +55,25 @@ class Cell:
 
     @property
     def classifier(self) -> str:
-        """The classifier's weights name (or its architecture): what accuracy and the error rates depend on."""
+        """The classifier's weights name (or its architecture): what accuracy and the error rates depend on.
+        Untrained weights are named by the architecture too, so two untrained models are never pooled."""
         s = self.summary
-        return (s.get("weights") or {}).get("classifier", {}).get("name") or s.get("classifier", {}).get("arch", "")
+        arch = s.get("classifier", {}).get("arch", "")
+        name = (s.get("weights") or {}).get("classifier", {}).get("name")
+        return f"{arch} (untrained)" if name == UNTRAINED and arch else name or arch
+
+    @property
+    def quality(self) -> str:
+        """A pyiqa quality model's metric (quality=pyiqa; '' for the default PaQ-2-PiQ): cells of a sweep over
+        metrics are told apart by it."""
+        metric = ((self.summary.get("config") or {}).get("quality") or {}).get("metric")
+        return str(metric) if metric else ""
 
     @property
     def variant(self) -> str:
-        """What besides (corruption, severity) distinguishes cells: attribution method and classifier weights."""
-        return f"{self.summary.get('attribution', '')} · {self.classifier}"
+        """What besides (corruption, severity) distinguishes cells: attribution method and the model pair."""
+        quality = f" · {self.quality}" if self.quality else ""
+        return f"{self.summary.get('attribution', '')} · {self.classifier}{quality}"
 
 
 def load_cells(sweep_dir: str | os.PathLike) -> list[Cell]:
