@@ -141,7 +141,20 @@ def test_user_errors_are_one_line_exit_2(tmp_path, capsys):
     assert code == 2 and "Use 100 or more" in err
     code, err = _exit_code(capsys, *args)
     assert code == 2 and "not the study's" in err and err.count("\n") == 1
+    code, err = _exit_code(capsys, "--study", str(tmp_path / "repo"), "--paq2piq", str(tmp_path / "nothing.pth"),
+                           "--out", str(tmp_path / "out"))
+    assert code == 2 and "--paq2piq" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_without_weights_only_the_images_are_compared(study, tmp_path):
+    from iqa_saliency.study.cli import main
+
+    assert main(["verify", "--study", str(study["repo"]), "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "verify.csv", keep_default_na=False)
+    assert set(table["check"]) == {"published file", "image", "MOS"}
+    assert list(table[table["check"] == "MOS"]["verdict"]) == ["not run"]
 
 
 def test_packaged_values_are_the_published_ones():

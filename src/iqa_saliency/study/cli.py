@@ -21,7 +21,8 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="re-make and re-score the study's published images; one table, study vs here",
                        description="Writes verify.csv and verify.md to --out; exits 1 when a row fails.")
     v.add_argument("--study", type=Path, required=True, help="a clone of the study's repository (its published files)")
-    v.add_argument("--paq2piq", type=Path, required=True, help="PaQ-2-PiQ weights, RoIPoolModel-fit.10.bs.120.pth")
+    v.add_argument("--paq2piq", type=Path, help="PaQ-2-PiQ weights, RoIPoolModel-fit.10.bs.120.pth (without them "
+                   "the MOS and category rows are not run)")
     v.add_argument("--out", type=Path, required=True, help="folder for verify.csv and verify.md")
     v.add_argument("--checkpoint", type=Path, help="the study's classifier checkpoint (best_model.ckpt)")
     v.add_argument("--mit-indoor", type=Path, help="MIT Indoor Scenes (<class>/*.jpg or Images/<class>/*.jpg)")

@@ -38,7 +38,7 @@ class VerifyOptions:
     """What `iqa-study verify` compares, and with what."""
 
     study: Path
-    paq2piq: Path
+    paq2piq: Path | None
     out: Path
     mit_indoor: Path | None = None
     checkpoint: Path | None = None
@@ -56,7 +56,7 @@ def check_options(o: VerifyOptions) -> None:
         raise UserError(f"--study '{o.study}' is not a folder. Set it to a clone of the study's repository.")
     if o.image_set not in IMAGE_SETS:
         raise UserError(f"--images {o.image_set!r} is not a published set. Use one of: {', '.join(IMAGE_SETS)}.")
-    if not o.paq2piq.is_file():
+    if o.paq2piq is not None and not o.paq2piq.is_file():
         raise UserError(f"--paq2piq '{o.paq2piq}' is not a file. Set it to RoIPoolModel-fit.10.bs.120.pth (the study's "
                         "models/RoIPoolModel.pth).")
     for flag, path in (("--mit-indoor", o.mit_indoor), ("--sweep", o.sweep), ("--clive", o.clive)):
@@ -168,6 +168,10 @@ class Verifier:
         from ..data.quality_filter import resolve_normalizer
         from ..models.paq2piq import ScoreNormalizer, load_paq2piq
 
+        if self.o.paq2piq is None:
+            self.rows.append(Row("MOS", "all", self.source, "", "", NOT_RUN, self.source,
+                                 "give --paq2piq RoIPoolModel-fit.10.bs.120.pth to score the published images"))
+            return
         model, ident = load_paq2piq(str(self.o.paq2piq), download=False)
         scores = {}
         with torch.no_grad():
