@@ -179,7 +179,7 @@ def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, s
     from ..evaluation.cell import run_evaluation
     from ..models.classifier import read_checkpoint_meta
     from ..report.loggers import finish_logger, log_cell_summary, log_preview_table, log_run_config
-    from .runtime import keep_wandb_inside
+    from .runtime import keep_wandb_inside, wandb_staging_in
 
     resolve_num_workers(cfg.dataset.num_workers)  # a bad value stops here, before any model is loaded
     source = instantiate(cfg.dataset.source) if source is None else source
@@ -194,7 +194,6 @@ def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, s
     if cfg.logger and "_target_" in cfg.logger:
         if "WandbLogger" in str(cfg.logger._target_):  # wandb's cache and artifacts in the run's or sweep's folder,
             keep_wandb_inside(sweep_dir or run_dir)  # its staged table media in the cell's own (self-contained)
-            keep_wandb_inside(run_dir, ("WANDB_DATA_DIR",))
         group = {"group": Path(sweep_dir).name} if sweep_dir and "group" in cfg.logger else {}
         logger = instantiate(cfg.logger, **{k: v for k, v in group.items() if not cfg.logger.get(k)})
         log_run_config(logger, dashboard_config(cfg, explain))
@@ -208,7 +207,8 @@ def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, s
     try:
         result = run_evaluation(source, models, trainer, cell, inputs, explain, outputs, speed)
         if result.summary:
-            log_preview_table(logger, result.previews)
+            with wandb_staging_in(run_dir):
+                log_preview_table(logger, result.previews)
             log_cell_summary(logger, result.summary)
             log.info("Wrote %s (%d images, %d skipped)", run_dir, result.summary["n_images"],
                      result.summary["n_skipped"])

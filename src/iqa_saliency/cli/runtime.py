@@ -7,6 +7,8 @@ import logging
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .. import progress
@@ -35,6 +37,26 @@ def keep_wandb_inside(folder: str | os.PathLike, variables: tuple[str, ...] = tu
         ours.add(path)
     os.environ[OURS] = os.pathsep.join(sorted(ours))
     return changed
+
+
+@contextmanager
+def wandb_staging_in(folder: str | os.PathLike) -> Iterator[None]:
+    """While a cell logs its table: wandb's staging folder (WANDB_DATA_DIR, read when the table's media are staged)
+    inside the cell's folder, unless the user set it; restored afterwards, since wandb warns when its variables
+    differ at the next run's start."""
+    var = "WANDB_DATA_DIR"
+    current = os.environ.get(var)
+    if current and current not in set(os.environ.get(OURS, "").split(os.pathsep)):
+        yield  # the user's choice
+        return
+    os.environ[var] = str(Path(folder).resolve() / "wandb" / WANDB_DIRS[var])
+    try:
+        yield
+    finally:
+        if current is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = current
 
 
 def quiet_known_warnings() -> None:
