@@ -6,6 +6,10 @@
     result.maps["cat.jpg"]["attribution"]   # float32 (H, W); also quality_map (20, 20), quality_map_clean, ...
     result.summary         # what summary.json holds (metrics, weights, provenance, config)
 
+    # your own classifier (an nn.Module on normalised ImageNet input, like torchvision's), several cells per call:
+    result = evaluate_images(images, corruption=["fog", "snow"], severity=[1, 3], classifier=my_resnet)
+    result.rows            # one DataFrame, the cells' rows (corruption and severity columns); result.cells[(c, s)]
+
 The configuration is composed from the packaged configs (`iqa_saliency.conf`) with the same override names as
 `iqa-evaluate` (e.g. "attribution=saliency", "similarity.quality_map=drop", "dataset.crop=null"), and the cell
 runs through `iqa_saliency.cli.evaluate.evaluate_cell` like a command-line run, in a temporary run folder that is
@@ -32,25 +36,32 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict, read_write
 from PIL import Image
+from torch import nn
 
 from .cli.evaluate import evaluate_cell
 from .cli.runtime import quiet_known_warnings, show_progress
 from .data.images import open_image, to_rgb
 from .data.sources import NO_LABEL, ImageRecord, ImageSource
 from .errors import ConfigError
+from .evaluation.settings import GivenModels
 from .io.maps import read_maps
 from .io.schema import PER_IMAGE
+from .models.classifier import Classifier, NormalizedClassifier, imagenet_categories
+from .models.weights import WeightsIdentity
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
 
 @dataclass
 class ApiResult:
-    """Per-image rows (per_image.csv's columns), each image's maps by image id, and the cell's summary."""
+    """Per-image rows (per_image.csv's columns), each image's maps by image id, the cell's summary and its
+    figures (matplotlib figures by image id). Several cells: `rows` holds them all and `cells` each one's result."""
 
     rows: pd.DataFrame
     maps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+    cells: dict[tuple[str, int], ApiResult] = field(default_factory=dict)
 
 
 class InMemoryImages(ImageSource):
@@ -143,26 +154,107 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
 def evaluate_images(
     images: Iterable[ImageLike] | torch.Tensor | np.ndarray,
     *,
-    corruption: str = "motion_blur",
-    severity: int = 2,
+    corruption: str | Sequence[str] = "motion_blur",
+    severity: int | Sequence[int] = 2,
     attribution: str = "gradcam",
-    classifier: str = "resnet18",
+    classifier: str | nn.Module = "resnet18",
+    quality: str | nn.Module = "paq2piq",
     overrides: Sequence[str] = (),
     pretrained: bool = True,
     labels: Sequence[int] | None = None,
     names: Sequence[str] | None = None,
+    figures: int = 0,
+    figures_dir: str | os.PathLike | None = None,
+    progress: bool = False,
 ) -> ApiResult:
-    """Evaluate `images` clean and with `corruption` at `severity` (0: clean), as `iqa-evaluate` would.
+    """Evaluate `images` clean and with each `corruption` at each `severity` (0: clean), as `iqa-evaluate` would.
 
-    `overrides` are command-line overrides ("attribution.target=label", "similarity.quality_map=drop",
-    "allow_untrained_fallback=true", ...); they come after the keyword arguments and win. No experiment logger
-    and no figures unless asked for ("logger=csv", "figures=4"); the image options are dataset=folder's
-    (dataset.resize, dataset.crop, dataset.decode, ...); the run folder is temporary.
+    `classifier` and `quality` are config names or models: an nn.Module classifier taking ImageNet-normalised
+    input as torchvision's do (the [0, 1] pixels are normalised for it; "classifier.normalize=false" feeds them
+    as they are), and a PaQ-2-PiQ-shaped quality module (forward -> (B, 1 + grid²), `split`), e.g. one from
+    `iqa_saliency.models.paq2piq.load_paq2piq` with your weights. `overrides` are command-line overrides
+    ("attribution.target=label", "similarity.quality_map=drop", "allow_untrained_fallback=true", ...); they come
+    after the keyword arguments and win. No experiment logger and nothing on the console unless asked
+    (`progress=True`: the progress bar and each cell's table; "logger=csv"). `figures=N`: the first N images'
+    three-panel figures, returned as matplotlib figures and, with `figures_dir`, written there as PNG (a subfolder
+    per cell when there are several). The image options are dataset=folder's; the run folders are temporary.
     """
-    base = [f"corruption={corruption}", f"severity={severity}", f"attribution={attribution}",
-            f"classifier={classifier}", f"pretrained={str(bool(pretrained)).lower()}", "dataset=folder",
-            "logger=none", "figures=0"]
-    cfg = compose_config([*base, *overrides])
+    cells = [(c, int(s)) for c in _as_list(corruption) for s in _as_list(severity)]
+    given = _given_models(classifier, quality, overrides)
+    shared = tempfile.mkdtemp(prefix="iqa-saliency-clean-") if len(cells) > 1 else None
+    results: dict[tuple[str, int], ApiResult] = {}
+    try:
+        for cell in cells:
+            folder = (Path(figures_dir) / (f"{cell[0]}-s{cell[1]}" if len(cells) > 1 else "")) if figures_dir else None
+            base = [f"corruption={cell[0]}", f"severity={cell[1]}", f"attribution={attribution}",
+                    f"pretrained={str(bool(pretrained)).lower()}", "dataset=folder", "logger=none",
+                    f"figures={int(figures)}", f"trainer.enable_progress_bar={str(progress).lower()}",
+                    f"print_summary={str(progress).lower()}"]
+            base += [f"classifier={classifier}"] if isinstance(classifier, str) else []
+            base += [f"quality={quality}"] if isinstance(quality, str) else []
+            base += [f"clean_cache={shared}"] if shared else []  # the clean pass once for all the cells
+            results[cell] = _evaluate_cell([*base, *overrides], images, labels, names, given, folder)
+    finally:
+        if shared:
+            shutil.rmtree(shared, ignore_errors=True)
+    if len(results) == 1:
+        return next(iter(results.values()))
+    rows = pd.concat([r.rows for r in results.values()], ignore_index=True)
+    return ApiResult(rows=rows, cells=results)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return [value] if isinstance(value, (str, int)) else list(value)
+
+
+def _given_models(classifier: str | nn.Module, quality: str | nn.Module, overrides: Sequence[str]) -> GivenModels:
+    """The caller's models as the pipeline takes them (names are left to the configuration)."""
+    given = GivenModels()
+    if isinstance(classifier, nn.Module):
+        normalize = "classifier.normalize=false" not in [o.replace(" ", "").lower() for o in overrides]
+        given.classifier = wrap_classifier(classifier, normalize)
+    elif not isinstance(classifier, str):
+        raise ConfigError(f"classifier={type(classifier).__name__} is not a model. Pass an nn.Module or a config "
+                          "name such as 'resnet18'.")
+    if isinstance(quality, nn.Module):
+        if not callable(getattr(quality, "split", None)):
+            raise ConfigError(f"quality={type(quality).__name__} has no split(). Pass a PaQ-2-PiQ-shaped module "
+                              "(forward -> (B, 1 + grid²) and split), e.g. models.paq2piq.load_paq2piq(...)[0].")
+        given.quality = (quality.eval(), WeightsIdentity(f"given:{type(quality).__name__}", None,
+                                                         state_digest(quality)))
+    elif not isinstance(quality, str):
+        raise ConfigError(f"quality={type(quality).__name__} is not a model. Pass an nn.Module or 'paq2piq'.")
+    return given
+
+
+def state_digest(module: nn.Module) -> str:
+    """sha256 over a module's parameters and buffers (names, shapes, values): who made the numbers, recorded in
+    summary.json and part of the clean-pass cache key."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def wrap_classifier(module: nn.Module, normalize: bool = True) -> Classifier:
+    """A caller's nn.Module as the pipeline's Classifier: [0, 1] input normalised for it, class names ImageNet's
+    when it has 1000 outputs (else 0, 1, ...)."""
+    net = module if isinstance(module, NormalizedClassifier) else NormalizedClassifier(module, normalize=normalize)
+    net.eval()
+    with torch.no_grad():
+        first = next(net.parameters(), None)
+        probe = torch.zeros(1, 3, 224, 224, device=first.device if first is not None else "cpu")
+        n_classes = int(net(probe).shape[-1])
+    class_names = imagenet_categories() if n_classes == 1000 else [str(i) for i in range(n_classes)]
+    weights = WeightsIdentity(f"given:{type(module).__name__}", None, state_digest(module))
+    return Classifier(model=net, arch=type(module).__name__, class_names=class_names, weights=weights,
+                      imagenet_classes=n_classes == 1000)
+
+
+def _evaluate_cell(overrides: Sequence[str], images: Any, labels: Sequence[int] | None, names: Sequence[str] | None,
+                   given: GivenModels, figures_dir: Path | None) -> ApiResult:
+    cfg = compose_config(overrides)
     source = InMemoryImages(images, names=names, labels=labels, decode=cfg.dataset.get("decode", "oriented"))
     run_dir = tempfile.mkdtemp(prefix="iqa-saliency-")
     previous = HydraConfig.instance().cfg
@@ -173,18 +265,37 @@ def evaluate_images(
             del cfg["hydra"]
         quiet_known_warnings()
         show_progress(cfg.trainer.get("enable_progress_bar", True))
-        summary = evaluate_cell(cfg, run_dir, source=source)
-        return _read_run(Path(run_dir), summary)
+        summary = evaluate_cell(cfg, run_dir, source=source, given=given)
+        return _read_run(Path(run_dir), summary, figures_dir)
     finally:
         HydraConfig.instance().cfg = previous
         shutil.rmtree(run_dir, ignore_errors=True)
         gc.collect()  # the run's trainer, module and models sit in reference cycles: free them before the next call
 
 
-def _read_run(run_dir: Path, summary: dict[str, Any]) -> ApiResult:
+def _read_run(run_dir: Path, summary: dict[str, Any], figures_dir: Path | None = None) -> ApiResult:
     rows = pd.read_csv(run_dir / PER_IMAGE, keep_default_na=True)
     maps = {}
     for image_id, rel in zip(rows["image"], rows.get("maps", pd.Series([""] * len(rows))), strict=True):
         if isinstance(rel, str) and rel:  # an .npz path, or a zarr store and row (maps_format=zarr)
             maps[str(image_id)] = read_maps(run_dir, rel)
-    return ApiResult(rows=rows, maps=maps, summary=summary)
+    return ApiResult(rows=rows, maps=maps, summary=summary, figures=_figures(run_dir / "figures", figures_dir))
+
+
+def _figures(folder: Path, copy_to: Path | None) -> dict[str, Any]:
+    """The run's three-panel figures as matplotlib figures by image id (copied as PNG into `copy_to` if given)."""
+    from matplotlib.figure import Figure
+    from matplotlib.image import imread
+
+    figures = {}
+    for png in sorted(folder.glob("*.png")) if folder.is_dir() else []:
+        if copy_to is not None:
+            copy_to.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(png, copy_to / png.name)
+        pixels = imread(png)
+        figure = Figure(figsize=(pixels.shape[1] / 100, pixels.shape[0] / 100), dpi=100)
+        axes = figure.add_axes((0, 0, 1, 1))
+        axes.imshow(pixels)
+        axes.set_axis_off()
+        figures[png.stem.split("_", 1)[1]] = figure  # <index>_<image id>.png
+    return figures

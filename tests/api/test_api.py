@@ -81,3 +81,36 @@ def test_the_api_composes_the_command_lines_config():
     cfg = compose_config(["attribution=saliency", "similarity.quality_map=drop", "severity=3"])
     assert cfg.attribution.name == "saliency" and cfg.similarity.quality_map == "drop" and cfg.severity == 3
     assert cfg.hydra.job.config_name == "evaluate"
+
+
+@pytest.mark.slow
+def test_own_models_and_several_cells_in_one_call(tmp_path, capsys):
+    """A classifier and a quality model passed as modules give the numbers of the same models named in the config;
+    lists of corruptions and severities give one DataFrame whose cells equal single-cell calls; figures come back as
+    matplotlib figures and are written where asked; nothing on the console."""
+    from matplotlib.figure import Figure
+    from skimage import data
+
+    from iqa_saliency.api import evaluate_images
+    from iqa_saliency.models.classifier import load_classifier
+    from iqa_saliency.models.paq2piq import load_paq2piq
+
+    images, common = [data.chelsea(), data.coffee()], {"pretrained": False, "names": ["chelsea", "coffee"]}
+    by_name = evaluate_images(images, corruption="contrast", severity=1, **common)
+    net = load_classifier("resnet18", pretrained=False, seed=0).model.net  # what classifier=resnet18 builds
+    quality, _ = load_paq2piq(pretrained=False, seed=0)  # what quality=paq2piq builds
+    both = evaluate_images(images, corruption=["contrast"], severity=[1, 2], classifier=net, quality=quality,
+                           figures=1, figures_dir=tmp_path / "figs", **common)
+    assert set(both.cells) == {("contrast", 1), ("contrast", 2)} and len(both.rows) == 4
+    assert sorted(set(zip(both.rows["corruption"], both.rows["severity"], strict=True))) == [("contrast", 1),
+                                                                                            ("contrast", 2)]
+    own = both.cells[("contrast", 1)]
+    for column in ("pred", "pred_prob", "mos", "mos_clean", "sim_cc", "attr_stability_cc"):
+        pd.testing.assert_series_equal(own.rows[column], by_name.rows[column], check_exact=False, rtol=1e-5,
+                                       obj=column)
+    assert own.summary["weights"]["classifier"]["name"] == "given:ResNet"
+    assert len(own.summary["weights"]["classifier"]["sha256"]) == 64
+    assert sorted(p.name for p in (tmp_path / "figs" / "contrast-s2").glob("*.png")) == ["000000_chelsea.png"]
+    assert isinstance(own.figures["chelsea"], Figure) and list(own.figures) == ["chelsea"]
+    out = capsys.readouterr()
+    assert "images" not in out.out + out.err and "severity" not in out.out  # no bar, no cell table
