@@ -19,7 +19,9 @@ KEYS = {
     "mos_clean": "quality/mos_clean_mean", "mos_drop": "quality/mos_drop",
     "mos_normalized": "quality/mos_normalized_mean", "sim_cc": "similarity/cc", "sim_sim": "similarity/sim",
     "sim_kld": "similarity/kld", "sim_spearman": "similarity/spearman",
-    "attr_stability_cc": "attribution/stability_cc",
+    "attr_stability_cc": "attribution/stability_cc", "quality_stability_cc": "quality/stability_cc",
+    "change_cc": "change/cc", "change_spearman": "change/spearman", "sim_cc_clean": "similarity/cc_clean",
+    "confidence_drop": "robustness/confidence_drop",
 }
 
 
@@ -136,3 +138,35 @@ def test_run_metrics_stay_float64_when_the_module_is_cast():
     assert out["quality/mos_clean_mean"] == pytest.approx(values.mean() + 0.001, rel=1e-12)
     # sum-of-squares form: float64 cancellation at a 1e5 offset costs ~1e-6 of the std, float16 would lose it all
     assert out["quality/mos_std"] == pytest.approx(values.std(ddof=1), rel=1e-4)
+
+
+def test_correlations_across_the_images_of_a_run():
+    rng = np.random.default_rng(5)
+    n = 12
+    cols = {"quality_stability_cc": rng.uniform(-1, 1, n), "attr_stability_cc": rng.uniform(-1, 1, n),
+            "mos_drop": rng.normal(3, 2, n), "confidence_drop": rng.normal(0.2, 0.1, n),
+            "flipped": np.array([0, 1] * 6, dtype=float), "mos": rng.normal(40, 5, n),
+            "clean_pred_prob": rng.uniform(size=n)}
+    cols["attr_stability_cc"][3] = np.nan  # a constant map: that image leaves the pair out
+    rows = [{c: ("" if np.isnan(v[i]) else repr(float(v[i]))) for c, v in cols.items()} for i in range(n)]
+    out = summarize_rows(rows)
+    keep = ~np.isnan(cols["attr_stability_cc"])
+    want = stats.spearmanr(cols["quality_stability_cc"][keep], cols["attr_stability_cc"][keep]).statistic
+    assert out["correlation/quality_vs_attr_stability_spearman"] == pytest.approx(want, rel=1e-9)
+    want = stats.spearmanr(cols["mos_drop"], cols["confidence_drop"]).statistic
+    assert out["correlation/mos_drop_vs_confidence_drop_spearman"] == pytest.approx(want, rel=1e-9)
+    # against a 0/1 column Spearman is the rank-biserial form: Pearson of the MOS-drop ranks with the flips
+    ranks = stats.rankdata(cols["mos_drop"])
+    want = np.corrcoef(ranks, cols["flipped"])[0, 1]
+    assert out["correlation/mos_drop_vs_flipped_spearman"] == pytest.approx(want, rel=1e-9)
+
+
+def test_correlations_across_images_are_undefined_not_zero():
+    # no image flipped (a constant column), and only two images have both stabilities
+    rows = [{"mos": "40", "clean_pred_prob": "0.5", "flipped": "0", "mos_drop": str(d), "confidence_drop": str(c),
+             "quality_stability_cc": q, "attr_stability_cc": a}
+            for d, c, q, a in ((1, 0.1, "0.9", "0.8"), (2, 0.3, "0.5", ""), (4, 0.2, "0.1", "0.3"))]
+    out = summarize_rows(rows)
+    assert math.isnan(out["correlation/mos_drop_vs_flipped_spearman"])
+    assert math.isnan(out["correlation/quality_vs_attr_stability_spearman"])
+    assert out["correlation/mos_drop_vs_confidence_drop_spearman"] == pytest.approx(0.5)  # hand: ranks 1,2,3 vs 1,3,2

@@ -146,7 +146,12 @@ def expected(run, rows) -> list[dict[str, float]]:
             "correct_top5": float(label in top5), "attr_stability_cc": ref.mit_cc(attr_clean, attr_corr),
             "_clean_top5": float(label in set(np.argsort(p_clean)[-5:].tolist())), "_p_clean_of_clean_pred":
             p_clean[clean_pred], "_q_local": q_corr[1:].reshape(20, 20), "_q_local_clean": q_clean[1:].reshape(20, 20),
-            "_attribution": attr_corr,
+            "_attribution": attr_corr, "_attribution_clean": attr_clean,
+            "quality_category_clean": ref.paq_category(ref.paq_normalise(mos_clean)),
+            "confidence_drop": p_clean[clean_pred] - p_corr[clean_pred],
+            "quality_stability_cc": ref.mit_cc(q_clean[1:], q_corr[1:]),
+            **ref.change_similarity(q_clean[1:].reshape(20, 20), q_corr[1:].reshape(20, 20), attr_clean, attr_corr),
+            "sim_cc_clean": ref.mit_cc(q_clean[1:].reshape(20, 20), ref.adaptive_avg_pool(attr_clean, 20)),
         })
     return out
 
@@ -170,6 +175,7 @@ def test_classification_columns(rows, expected):
         assert int(float(r["pred"])) == e["pred"] and int(float(r["clean_pred"])) == e["clean_pred"]
         assert float(r["pred_prob"]) == pytest.approx(e["pred_prob"], rel=1e-4)
         assert float(r["clean_pred_prob"]) == pytest.approx(e["clean_pred_prob"], rel=1e-3)
+        assert float(r["confidence_drop"]) == pytest.approx(e["confidence_drop"], rel=1e-3)
         assert float(r["flipped"] in ("1", "1.0", "True")) == e["flipped"]
         assert float(r["correct_top1"]) == e["correct_top1"]
         assert float(r["correct_top5"]) == e["correct_top5"]
@@ -183,6 +189,7 @@ def test_quality_columns(rows, expected):
         assert float(r["mos_drop"]) == pytest.approx(e["mos_drop"], abs=1e-4)
         assert float(r["mos_normalized"]) == pytest.approx(e["mos_normalized"], abs=1e-4)
         assert r["quality_category"] == e["quality_category"]
+        assert r["quality_category_clean"] == e["quality_category_clean"]
 
 
 def test_saved_maps_and_similarity_columns(run, rows, expected):
@@ -196,6 +203,16 @@ def test_saved_maps_and_similarity_columns(run, rows, expected):
         for col, value in want.items():
             assert float(r[col]) == pytest.approx(value, rel=1e-6, abs=1e-9), col
         assert float(r["attr_stability_cc"]) == pytest.approx(e["attr_stability_cc"], abs=1e-3)
+        scale_clean = np.abs(e["_attribution_clean"]).max()
+        np.testing.assert_allclose(maps["attribution_clean"], e["_attribution_clean"], atol=1e-4 * scale_clean)
+        assert float(r["quality_stability_cc"]) == pytest.approx(e["quality_stability_cc"], abs=1e-4)
+        assert float(r["sim_cc_clean"]) == pytest.approx(e["sim_cc_clean"], abs=1e-3)
+        # the change maps: first from the saved maps (exact arithmetic), then from the first-principles maps
+        saved = ref.change_similarity(maps["quality_map_clean"], maps["quality_map"], maps["attribution_clean"],
+                                      maps["attribution"])
+        for col in ("change_cc", "change_spearman"):
+            assert float(r[col]) == pytest.approx(saved[col], rel=1e-6, abs=1e-9), col
+            assert float(r[col]) == pytest.approx(e[col], abs=2e-3), col
         # no quality attribution in this run
         assert r["sim_cc_local"] in ("", "None") and r["sim_cc_qattr"] in ("", "None")
 
@@ -203,7 +220,7 @@ def test_saved_maps_and_similarity_columns(run, rows, expected):
 def test_summary_metrics(run, rows, expected):
     metrics = run.metrics
     col = {k: np.array([e[k] for e in expected], dtype=np.float64) for k in expected[0] if not k.startswith("_")
-           and k != "quality_category"}
+           and not k.startswith("quality_category")}
     sims = {c: np.array([float(r[c]) for r in rows]) for c in ("sim_cc", "sim_sim", "sim_kld", "sim_spearman")}
     assert metrics["acc/top1"] == pytest.approx(col["correct_top1"].mean())
     assert metrics["acc/top5"] == pytest.approx(col["correct_top5"].mean())
@@ -214,6 +231,11 @@ def test_summary_metrics(run, rows, expected):
     assert metrics["quality/mos_drop"] == pytest.approx(col["mos_drop"].mean(), abs=1e-4)
     assert metrics["quality/mos_normalized_mean"] == pytest.approx(col["mos_normalized"].mean(), abs=1e-4)
     assert metrics["attribution/stability_cc"] == pytest.approx(col["attr_stability_cc"].mean(), abs=1e-3)
+    assert metrics["quality/stability_cc"] == pytest.approx(col["quality_stability_cc"].mean(), abs=1e-4)
+    assert metrics["change/cc"] == pytest.approx(col["change_cc"].mean(), abs=2e-3)
+    assert metrics["change/spearman"] == pytest.approx(col["change_spearman"].mean(), abs=2e-3)
+    assert metrics["similarity/cc_clean"] == pytest.approx(col["sim_cc_clean"].mean(), abs=1e-3)
+    assert metrics["robustness/confidence_drop"] == pytest.approx(col["confidence_drop"].mean(), rel=1e-3)
     for c, values in sims.items():
         assert metrics[f"similarity/{c[4:]}"] == pytest.approx(values.mean(), rel=1e-9)
     rho = stats.spearmanr(col["mos"], col["clean_pred_prob"]).statistic

@@ -13,6 +13,7 @@ from helpers import reference as ref
 from scipy import stats
 
 from iqa_saliency.evaluation.similarity import (
+    compare_changes,
     compare_maps,
     histogram_sim,
     kld,
@@ -139,6 +140,37 @@ def test_compare_maps_pools_the_attribution_then_applies_each_definition():
         want = ref.similarities(quality[i], attribution[i])
         for name in ("cc", "sim", "kld", "spearman"):
             assert got[name][i].item() == pytest.approx(want[f"sim_{name}"], rel=1e-9), name
+
+
+def test_change_maps_hand_case():
+    # quality moved only in the bottom-right cell (by 4); the attribution's peak moved from the top-left pixel to
+    # the bottom-right one (and doubled, which min-max scaling ignores): |Δ attribution| pooled = [[.25, 0], [0, .25]]
+    q_clean, q_corr = np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[1.0, 2.0], [3.0, 0.0]])
+    a_clean, a_corr = np.zeros((4, 4)), np.zeros((4, 4))
+    a_clean[0, 0], a_corr[3, 3] = 10.0, 20.0
+    got = compare_changes(t(q_clean[None]), t(q_corr[None]), t(a_clean[None]), t(a_corr[None]))
+    # CC of [0, 0, 0, 4] and [.25, 0, 0, .25]: 0.5 / (√12 · 0.25) = 1/√3; ranks [2, 2, 2, 4] and
+    # [3.5, 1.5, 1.5, 3.5] give the same
+    assert got["cc"].item() == pytest.approx(1 / math.sqrt(3), rel=1e-12)
+    assert got["spearman"].item() == pytest.approx(1 / math.sqrt(3), rel=1e-12)
+
+
+def test_change_maps_against_the_restatement_and_undefined_cases():
+    rng = np.random.default_rng(3)
+    q_clean, q_corr = rng.normal(50, 5, (3, 5, 5)), rng.normal(45, 5, (3, 5, 5))
+    a_clean, a_corr = rng.gamma(1.0, size=(3, 17, 13)) * 7, rng.gamma(1.0, size=(3, 17, 13)) - 3
+    a_corr[2] = 4.0 * a_clean[2]  # only rescaled (exactly: a power of two), so it did not move: no correlation
+    got = compare_changes(t(q_clean), t(q_corr), t(a_clean), t(a_corr))
+    for i in range(3):
+        want = ref.change_similarity(q_clean[i], q_corr[i], a_clean[i], a_corr[i])
+        for key in ("cc", "spearman"):
+            if math.isnan(want[f"change_{key}"]):
+                assert math.isnan(got[key][i].item())
+            else:
+                assert got[key][i].item() == pytest.approx(want[f"change_{key}"], rel=1e-9)
+    assert math.isnan(ref.change_similarity(q_clean[2], q_corr[2], a_clean[2], a_corr[2])["change_cc"])
+    same = compare_changes(t(q_clean), t(q_clean), t(a_clean), t(a_clean))  # a clean run: nothing moved
+    assert torch.isnan(same["cc"]).all() and torch.isnan(same["spearman"]).all()
 
 
 def test_quality_map_variants():

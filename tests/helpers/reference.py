@@ -110,6 +110,22 @@ def similarities(quality: np.ndarray, attribution: np.ndarray) -> dict[str, floa
             "sim_kld": mit_kld(quality, pooled), "sim_spearman": scipy_spearman(quality, pooled)}
 
 
+def change_similarity(q_clean: np.ndarray, q_corr: np.ndarray, a_clean: np.ndarray, a_corr: np.ndarray
+                      ) -> dict[str, float]:
+    """change_cc / change_spearman as the README defines them: |q_clean − q_corr| against |Δ attribution|,
+    each attribution map min-max scaled to [0, 1] before the difference, which is then averaged onto the
+    quality map's grid."""
+    def scaled(m: np.ndarray) -> np.ndarray:
+        m = np.asarray(m, np.float64)
+        return (m - m.min()) / np.ptp(m) if np.ptp(m) > 0 else np.full(m.shape, np.nan)
+
+    moved_q = np.abs(np.asarray(q_clean, np.float64) - np.asarray(q_corr, np.float64))
+    moved_a = adaptive_avg_pool(np.abs(scaled(a_clean) - scaled(a_corr)), *moved_q.shape)
+    if np.isnan(moved_a).any():
+        return {"change_cc": math.nan, "change_spearman": math.nan}
+    return {"change_cc": mit_cc(moved_q, moved_a), "change_spearman": scipy_spearman(moved_q, moved_a)}
+
+
 # --------------------------------------------------------------------------------------------- quality
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import torch
+from scipy import stats
 from torch import nn
 from torchmetrics import MeanMetric, Metric, SpearmanCorrCoef, SumMetric
 
@@ -52,7 +54,32 @@ MEAN_COLUMNS = {
     "sim_kld": "similarity/kld",
     "sim_spearman": "similarity/spearman",
     "attr_stability_cc": "attribution/stability_cc",
+    "quality_stability_cc": "quality/stability_cc",
+    "change_cc": "change/cc",
+    "change_spearman": "change/spearman",
+    "sim_cc_clean": "similarity/cc_clean",
+    "confidence_drop": "robustness/confidence_drop",
 }
+
+
+# summary key -> the two per-image columns whose Spearman correlation across the run's images it holds
+IMAGE_CORRELATIONS = {
+    "correlation/quality_vs_attr_stability_spearman": ("quality_stability_cc", "attr_stability_cc"),
+    "correlation/mos_drop_vs_confidence_drop_spearman": ("mos_drop", "confidence_drop"),
+    "correlation/mos_drop_vs_flipped_spearman": ("mos_drop", "flipped"),
+}
+
+
+def spearman_of(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
+    """Spearman ρ, its p-value and the number of pairs used (pairs with a NaN dropped); ρ and p are NaN with
+    fewer than 3 pairs or a constant column: no correlation is defined then."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan, math.nan, int(x.size)
+    result = stats.spearmanr(x, y)
+    return float(result.statistic), float(result.pvalue), int(x.size)
 
 
 class RunMetrics(nn.Module):
@@ -127,6 +154,13 @@ def summarize_rows(rows: list[dict[str, str]], extra_mean_columns: dict[str, str
     metrics = RunMetrics(extra_mean_columns, sync=False)  # the rows are already every process's
     if rows:
         columns = set(metrics.mean_columns) | {"mos", "clean_pred_prob", "correct_top1"}
-        metrics.update({c: torch.tensor([float(r[c]) if r.get(c) not in (None, "") else math.nan for r in rows],
-                                        dtype=torch.float64) for c in columns})
-    return metrics.compute()
+        metrics.update({c: torch.tensor(_column(rows, c), dtype=torch.float64) for c in columns})
+    out = metrics.compute()
+    for key, (x, y) in IMAGE_CORRELATIONS.items():
+        out[key] = spearman_of(_column(rows, x), _column(rows, y))[0] if rows else math.nan
+    return out
+
+
+def _column(rows: list[dict[str, str]], column: str) -> list[float]:
+    """A per_image.csv column as floats (a blank or missing value is NaN)."""
+    return [float(r[column]) if r.get(column) not in (None, "") else math.nan for r in rows]

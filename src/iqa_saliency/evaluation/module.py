@@ -29,7 +29,7 @@ from ..models.paq2piq import GlobalScore, ScoreNormalizer
 from ..report.figures import overlay, save_comparison_figure
 from .metrics import RunMetrics
 from .settings import EvaluationModels, Explanation, Inference, Outputs, Speed
-from .similarity import compare_maps, pearson_cc, pool_to_grid, select_quality_map
+from .similarity import compare_changes, compare_maps, pearson_cc, pool_to_grid, select_quality_map
 
 # per-image columns filled only when the quality model is explained too (quality.saliency != local)
 QATTR_MEAN_COLUMNS = {"sim_cc_local": "similarity/cc_local", "sim_cc_qattr": "similarity/cc_qattr"}
@@ -202,7 +202,14 @@ class EvaluationModule(pl.LightningModule):
             grid = compared.shape[-1]
             like_with_like = {"sim_cc_local": sims["cc"],
                               "sim_cc_qattr": pearson_cc(pool_to_grid(qattr, grid), pool_to_grid(attr_corr, grid))}
-        stability = pearson_cc(attr_clean, attr_corr)
+        q_clean = clean["q_local"]
+        stability, q_stability = pearson_cc(attr_clean, attr_corr), pearson_cc(q_clean, qmap)
+        if clean_only:  # the same maps: exactly 1 (not 1 - 1e-16, whose rounding noise would correlate)
+            stability, q_stability = (torch.where(torch.isnan(s), s, torch.ones_like(s))
+                                      for s in (stability, q_stability))
+        compared_clean = select_quality_map(self.explain.quality_map, q_clean, q_clean)
+        changes = compare_changes(q_clean, qmap, attr_clean, attr_corr)
+        p_clean = clean["probs"].gather(1, clean_pred[:, None])[:, 0].double()
         has_label = labels >= 0
         safe_labels = labels.clamp_min(0)
         top5 = probs_c.topk(min(5, probs_c.shape[1]), dim=1).indices
@@ -219,9 +226,14 @@ class EvaluationModule(pl.LightningModule):
             **{f"sim_{k}": v.double() for k, v in sims.items()},
             **{k: v.double() for k, v in like_with_like.items()},
             "attr_stability_cc": stability.double(),
+            "quality_stability_cc": q_stability.double(),
+            "change_cc": changes["cc"].double(), "change_spearman": changes["spearman"].double(),
+            "sim_cc_clean": pearson_cc(compared_clean, pool_to_grid(attr_clean, compared_clean.shape[-1])).double(),
+            "confidence_drop": p_clean - probs_c.gather(1, clean_pred[:, None])[:, 0].double(),
+            "mos_normalized_clean": self.normalizer(mos_clean).double(),
         }
         self.metrics.update(values)
-        extra_maps = {"quality_map_clean": clean["q_local"]}
+        extra_maps = {"quality_map_clean": q_clean, "attribution_clean": attr_clean}
         if qattr is not None:
             extra_maps["quality_attribution"] = qattr
         self._write(items, corrupted, values, pred_c, clean_pred, qmap, attr_corr, extra_maps)
@@ -322,6 +334,7 @@ class EvaluationModule(pl.LightningModule):
                 "corruption": self.cell.corruption, "severity": self.cell.severity,
                 **{k: float(v[i]) for k, v in cpu.items()},
                 "quality_category": ScoreNormalizer.category(norm),
+                "quality_category_clean": ScoreNormalizer.category(float(cpu["mos_normalized_clean"][i])),
                 "pred": int(pred[i]), "pred_name": names[int(pred[i])],
                 "clean_pred": int(clean_pred[i]), "flipped": bool(cpu["flipped"][i]),
                 "maps": maps_rel,

@@ -90,6 +90,32 @@ def select_quality_map(kind: str, local: torch.Tensor, local_clean: torch.Tensor
     return local
 
 
+def minmax(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max scale each (h, w) map of a (B, h, w) batch to [0, 1]; NaN where a map is constant."""
+    flat = _flat(maps)
+    lo = flat.min(dim=1, keepdim=True).values
+    span = flat.max(dim=1, keepdim=True).values - lo
+    return ((flat - lo) / torch.where(span > 0, span, torch.nan)).reshape(maps.shape)
+
+
+def change_maps(quality_clean: torch.Tensor, quality: torch.Tensor, attr_clean: torch.Tensor, attr: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each map moved, on the quality map's grid: |Δ quality map| and |Δ attribution| average-pooled.
+
+    The attribution maps are min-max scaled first (a map that only changed its scale has not moved); the
+    quality maps keep their units (both are scores of the same model)."""
+    moved_quality = (quality_clean.double() - quality.double()).abs()
+    moved_attr = pool_to_grid((minmax(attr_clean) - minmax(attr)).abs(), quality.shape[-1])
+    return moved_quality, moved_attr
+
+
+def compare_changes(quality_clean: torch.Tensor, quality: torch.Tensor, attr_clean: torch.Tensor,
+                    attr: torch.Tensor) -> dict[str, torch.Tensor]:
+    """CC and Spearman between the two change maps (change_maps): did both move in the same places?"""
+    moved_quality, moved_attr = change_maps(quality_clean, quality, attr_clean, attr)
+    return {"cc": pearson_cc(moved_quality, moved_attr), "spearman": spearman(moved_quality, moved_attr)}
+
+
 def compare_maps(quality: torch.Tensor, attribution: torch.Tensor) -> dict[str, torch.Tensor]:
     """All similarity metrics between (B, g, g) quality maps and attribution maps pooled to g×g."""
     pooled = pool_to_grid(attribution, quality.shape[-1])
