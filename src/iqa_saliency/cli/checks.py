@@ -62,6 +62,9 @@ def check_values(cfg: DictConfig) -> None:
         node = cfg.get(group)
         if isinstance(node, DictConfig) and "sha256" in node:
             check_sha256(node.sha256, f"{group}.sha256")
+    from ..report.style import FigureStyle
+
+    FigureStyle.from_config(cfg.get("report"))  # report.format / report.dpi, used when a -m sweep ends
     check_zoo_names(cfg)
 
 

@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 # Config keys that may change between an interrupted run and its resumption: none of them changes a number.
 # resume itself; logger (where metrics are also sent); allow_untrained_fallback (the weights actually loaded are
 # compared instead, see start_run's `identity`); the caches (an entry is keyed by everything that changes its
-# content); paths (where caches and outputs go).
-RESUME_FREE_KEYS = ("resume", "logger", "allow_untrained_fallback", "clean_cache", "corruption_cache", "paths")
+# content); paths (where caches and outputs go); report (how the sweep report's figures are written).
+RESUME_FREE_KEYS = ("resume", "logger", "allow_untrained_fallback", "clean_cache", "corruption_cache", "paths",
+                    "report")
 # Keys inside a group that may change: DataLoader workers only decode and corrupt (seeded per image), and the
 # trainer keys listed change what Lightning prints or logs. Every other trainer key (precision, accelerator,
 # devices, strategy, ...) can change the numbers (bf16, another device, another thread count) and is compared.

@@ -19,15 +19,18 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from .style import DEFAULT_STYLE, FigureStyle  # noqa: E402
+
 Y_LABELS = {"acc_top1": "top-1 accuracy", "acc_top5": "top-5 accuracy", "flip_rate": "flip rate vs clean"}
 
 
 
-def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Write `fig` as a PNG through a temporary file and a rename (never a half-written figure), then close it."""
+def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int | None = None) -> Path:
+    """Write `fig` (format from the file's extension; dpi default: matplotlib's savefig.dpi) through a temporary
+    file and a rename (never a half-written figure), then close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
     try:
         fig.savefig(tmp, dpi=dpi)
         os.replace(tmp, path)
@@ -81,28 +84,34 @@ def save_comparison_figure(path: str | os.PathLike, image: np.ndarray, quality_m
     save_figure(fig, path, dpi=100)
 
 
+def errorbar_line(ax: Any, rows: pd.DataFrame, column: str, k: int, label: str) -> None:
+    """One curve against severity with its 95% CI (`<column>_ci_low/high`) as error bars, in line style k."""
+    rows = rows.dropna(subset=[column]).sort_values("severity")
+    if rows.empty:
+        return
+    yerr = None
+    if f"{column}_ci_low" in rows and f"{column}_ci_high" in rows:
+        low = (rows[column] - rows[f"{column}_ci_low"]).clip(lower=0).fillna(0)
+        high = (rows[f"{column}_ci_high"] - rows[column]).clip(lower=0).fillna(0)
+        yerr = np.vstack([low, high])
+    ax.errorbar(rows["severity"], rows[column], yerr=yerr, capsize=3, markersize=5, label=label, **line_style(k))
+
+
 def _panels(axes: Sequence[Any], rows: pd.DataFrame, y_acc: str, legend: bool) -> None:
-    """Accuracy, mean MOS and CC (with 95% CI) against severity, one line per variant."""
-    for variant, r in rows.groupby("variant"):
-        r = r.sort_values("severity")
-        axes[0].plot(r["severity"], r[y_acc], marker="o", label=variant)
-        axes[1].errorbar(r["severity"], r["mos_mean"], yerr=r["mos_std"], marker="o", capsize=3, label=variant)
-        axes[2].plot(r["severity"], r["sim_cc_mean"], marker="o", label=variant)
-        axes[2].fill_between(r["severity"], r["sim_cc_ci_low"], r["sim_cc_ci_high"], alpha=0.2)
-    _label_severity_axes(axes, rows, (Y_LABELS.get(y_acc, y_acc), "mean MOS (± std)",
+    """Accuracy (or flip rate), mean MOS and CC against severity, one line per variant, 95% CIs as error bars."""
+    for k, (variant, r) in enumerate(rows.groupby("variant")):
+        for ax, column in zip(axes, (y_acc, "mos_mean", "sim_cc_mean"), strict=True):
+            errorbar_line(ax, r, column, k, variant)
+    _label_severity_axes(axes, rows, (Y_LABELS.get(y_acc, y_acc), "mean MOS (95% CI)",
                                       "CC quality map vs attribution"), legend=legend)
 
 
 def _study_panels(axes: Sequence[Any], rows: pd.DataFrame, legend: bool) -> None:
     """What the original study's quality_accuracy.py plotted per corruption -- top-1 accuracy, top-5 accuracy and
-    the mean raw MOS against severity -- and, next to them, the CC of quality map and attribution (95% CI)."""
-    for variant, r in rows.groupby("variant"):
-        r = r.sort_values("severity")
-        axes[0].plot(r["severity"], r["acc_top1"], marker="o", label=variant)
-        axes[1].plot(r["severity"], r["acc_top5"], marker="o", label=variant)
-        axes[2].plot(r["severity"], r["mos_mean"], marker="o", label=variant)
-        axes[3].plot(r["severity"], r["sim_cc_mean"], marker="o", label=variant)
-        axes[3].fill_between(r["severity"], r["sim_cc_ci_low"], r["sim_cc_ci_high"], alpha=0.2)
+    the mean raw MOS against severity -- and, next to them, the CC of quality map and attribution; 95% CIs."""
+    for k, (variant, r) in enumerate(rows.groupby("variant")):
+        for ax, column in zip(axes, ("acc_top1", "acc_top5", "mos_mean", "sim_cc_mean"), strict=True):
+            errorbar_line(ax, r, column, k, variant)
     ylabels = ("top-1 accuracy", "top-5 accuracy", "mean MOS (PaQ-2-PiQ, raw)", "CC (95% CI)")
     titles = ("Top-1 Accuracy", "Top-5 Accuracy", "Mean MOS of the dataset", "CC quality map vs attribution")
     _label_severity_axes(axes, rows, ylabels, titles, legend=legend)
@@ -123,7 +132,8 @@ def _label_severity_axes(axes: Sequence[Any], rows: pd.DataFrame, ylabels: Seque
         axes[len(ylabels) - 1].legend(fontsize=8)
 
 
-def per_corruption_panels(curves: pd.DataFrame, out_dir: Path, y_acc: str) -> dict[str, Path]:
+def per_corruption_panels(curves: pd.DataFrame, out_dir: Path, y_acc: str, style: FigureStyle = DEFAULT_STYLE
+                          ) -> dict[str, Path]:
     """One figure per corruption. With labels: the original study's three plots (top-1, top-5, mean raw MOS
     against severity) and the CC next to them; without: flip rate, mean MOS (± std) and CC."""
     paths = {}
@@ -136,7 +146,7 @@ def per_corruption_panels(curves: pd.DataFrame, out_dir: Path, y_acc: str) -> di
             fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
             _panels(axes, rows, y_acc, legend=True)
         fig.suptitle(corruption)
-        paths[corruption] = save_figure(fig, out_dir / f"corruption_{corruption}.png")
+        paths[corruption] = save_figure(fig, style.path(out_dir, f"corruption_{corruption}"))
     return paths
 
 
@@ -154,10 +164,10 @@ def overview_grid(curves: pd.DataFrame, path: Path, y_acc: str) -> Path:
 def mos_vs_accuracy(summary: pd.DataFrame, path: Path, y_acc: str, correlation: dict[str, float]) -> Path:
     """Mean MOS against accuracy over all cells, coloured by corruption, with the correlations in the title."""
     fig, ax = plt.subplots(figsize=(7.5, 5.5), constrained_layout=True)
-    cmap = plt.get_cmap("tab20")
     for k, (corruption, rows) in enumerate(summary.groupby("corruption")):
-        ax.scatter(rows["mos_mean"], rows[y_acc], color=cmap(k % 20), label=corruption, s=20 + 12 * rows["severity"],
-                   edgecolor="black", linewidth=0.4)
+        look = line_style(k)
+        ax.scatter(rows["mos_mean"], rows[y_acc], color=look["color"], marker=look["marker"], label=corruption,
+                   s=20 + 12 * rows["severity"], edgecolor="black", linewidth=0.4)
     ax.set_xlabel("mean MOS (PaQ-2-PiQ, raw)")
     ax.set_ylabel(Y_LABELS.get(y_acc, y_acc))
     rho, r = correlation.get("spearman", math.nan), correlation.get("pearson", math.nan)
@@ -168,8 +178,53 @@ def mos_vs_accuracy(summary: pd.DataFrame, path: Path, y_acc: str, correlation: 
     return save_figure(fig, path)
 
 
+# Okabe & Ito's colour-blind-safe palette; past eight lines the marker and the line style change too
+OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
+MARKERS = ("o", "s", "^", "D", "v")
+LINESTYLES = ("-", "--", ":")
+
+
+def line_style(k: int) -> dict[str, Any]:
+    """Colour, marker and line style of the k-th line: distinct for 8 × 5 lines, colour-blind safe."""
+    return {"color": OKABE_ITO[k % 8], "marker": MARKERS[(k // 8) % 5], "linestyle": LINESTYLES[(k // 40) % 3]}
+
+
+# the change question's panels: summary.csv column (with _ci_low/_ci_high) -> y label
+CHANGE_PANELS = {
+    "quality_stability_cc": "quality map: CC clean vs corrupted",
+    "attr_stability_cc": "attribution: CC clean vs corrupted",
+    "change_cc": "CC of |Δ quality map| and |Δ attribution|",
+}
+
+
+def change_curves(curves: pd.DataFrame, path: Path) -> Path:
+    """The change question at a glance: each map's stability and the CC of the two change maps against severity,
+    one line per corruption (and variant), 95% bootstrap CIs as error bars."""
+    fig, axes = plt.subplots(1, len(CHANGE_PANELS), figsize=(4.2 * len(CHANGE_PANELS), 3.8),
+                             constrained_layout=True, squeeze=False)
+    several = curves["variant"].nunique() > 1
+    groups = [(k, g) for k, g in curves.groupby(["variant", "corruption"], sort=True)
+              if k[1] != "none" or curves["corruption"].nunique() == 1]
+    for ax, (column, ylabel) in zip(axes[0], CHANGE_PANELS.items(), strict=True):
+        for k, ((variant, corruption), rows) in enumerate(groups):
+            if column in rows:
+                errorbar_line(ax, rows, column, k, f"{corruption} ({variant})" if several else str(corruption))
+        ax.axhline(0.0 if column == "change_cc" else 1.0, color="grey", lw=0.6)
+        ax.set_ylabel(ylabel)
+        ax.set_xlabel("severity")
+        ax.set_xticks(sorted(curves["severity"].unique()))
+        ax.grid(alpha=0.3)
+    for ax in axes[0]:
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+            axes[0][-1].legend(handles, labels, loc="best")
+            break
+    fig.suptitle("Do the quality map and the attribution change alike? (95% bootstrap CIs)")
+    return save_figure(fig, path)
+
+
 def image_grids(cells: Sequence[Any], out_dir: Path, images: Sequence[str] | None = None,
-                max_images: int = 2) -> list[Path]:
+                max_images: int = 2, style: FigureStyle = DEFAULT_STYLE) -> list[Path]:
     """Per corruption and chosen image: rows = severities, each row the cell's image | quality | attribution figure."""
     by_corruption: dict[str, dict[int, Any]] = {}
     clean_cells = [c for c in cells if c.summary["corruption"] == "none"]
@@ -195,7 +250,7 @@ def image_grids(cells: Sequence[Any], out_dir: Path, images: Sequence[str] | Non
                 ax.set_xticks([])
                 ax.set_yticks([])
             fig.suptitle(f"{image_id} under {corruption}", fontsize=13)
-            paths.append(save_figure(fig, out_dir / f"grid_{corruption}_{image_id}.png"))
+            paths.append(save_figure(fig, style.path(out_dir, f"grid_{corruption}_{image_id}")))
     return paths
 
 

@@ -22,6 +22,7 @@ from scipy import stats
 from ..io.atomic import atomic_write_text, strict_json
 from ..io.schema import PER_IMAGE, SUMMARY
 from ..models.weights import UNTRAINED
+from . import change
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,17 @@ METRIC_COLUMNS = {
     "mos_mean": "quality/mos_mean", "mos_std": "quality/mos_std", "mos_drop": "quality/mos_drop",
     "mos_normalized_mean": "quality/mos_normalized_mean", "attr_stability_cc": "attribution/stability_cc",
     "spearman_mos_confidence": "correlation/mos_vs_clean_pred_prob_spearman",
+    "quality_stability_cc": "quality/stability_cc", "change_cc": "change/cc", "change_spearman": "change/spearman",
+    "confidence_drop": "robustness/confidence_drop",
+    "rho_stability": "correlation/quality_vs_attr_stability_spearman",
+    "rho_mos_drop_confidence_drop": "correlation/mos_drop_vs_confidence_drop_spearman",
+    "rho_mos_drop_flip": "correlation/mos_drop_vs_flipped_spearman",
 }
+# summary.csv `<column>_ci_low/high` -> the per-image column whose mean it bounds (sim_* columns get theirs too)
+CI_COLUMNS = {"acc_top1": "correct_top1", "acc_top5": "correct_top5", "mos_mean": "mos", "flip_rate": "flipped",
+              "mos_drop": "mos_drop", "confidence_drop": "confidence_drop",
+              "attr_stability_cc": "attr_stability_cc", "quality_stability_cc": "quality_stability_cc",
+              "change_cc": "change_cc", "change_spearman": "change_spearman"}
 
 
 @dataclass
@@ -121,6 +132,9 @@ def summarize_cells(cells: Sequence[Cell], n_boot: int = 1000, seed: int = 0) ->
         }
         for col, key in METRIC_COLUMNS.items():
             rec[col] = _num(metrics.get(key))
+        for col, per_image in CI_COLUMNS.items():
+            values = cell.rows[per_image] if per_image in cell.rows else []
+            rec[f"{col}_ci_low"], rec[f"{col}_ci_high"] = bootstrap_ci(values, n_boot, seed)
         for col in similarity_columns(cell.rows):
             name = col[len("sim_"):]
             key = f"similarity/{name}"
@@ -142,6 +156,11 @@ def _nanmean(values: Any) -> float:
     x = np.asarray(values, dtype=np.float64)
     x = x[~np.isnan(x)]
     return float(x.mean()) if x.size else math.nan
+
+
+def _get(row: Any, name: str) -> float:
+    """A summary row's value, NaN when the column is absent (cells written before it existed)."""
+    return _num(getattr(row, name, None))
 
 
 def correlation_across_cells(summary: pd.DataFrame, x: str = "mos_mean", y: str = "acc_top1") -> dict[str, float]:
@@ -232,11 +251,21 @@ def with_clean_points(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_report(sweep_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0,
-                 images: Sequence[str] | None = None) -> Path:
-    """Build summary.csv, figures and report.md in `sweep_dir`; returns the report's path."""
+                 images: Sequence[str] | None = None, style: Any = None) -> Path:
+    """Build summary.csv, figures and report.md in `sweep_dir`; returns the report's path. `style`: a
+    figures.FigureStyle (format, dpi), PNG at 150 dpi by default."""
+    import matplotlib.pyplot as plt
+
     from . import figures as figs
 
-    sweep_dir = Path(sweep_dir)
+    style = style or figs.DEFAULT_STYLE
+    with plt.rc_context(style.rc()):
+        return _write_report(Path(sweep_dir), n_boot, seed, images, style)
+
+
+def _write_report(sweep_dir: Path, n_boot: int, seed: int, images: Sequence[str] | None, style: Any) -> Path:
+    from . import figures as figs
+
     cells = load_cells(sweep_dir)
     if not cells:
         raise FileNotFoundError(f"No complete cell (summary.json + per_image.csv) under {sweep_dir}.")
@@ -250,31 +279,41 @@ def write_report(sweep_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0
     ce_table, mce = errors_by_classifier(summary, cells)
     if not ce_table.empty:
         atomic_write_text(sweep_dir / "corruption_errors.csv", ce_table.to_csv(index=False))
+    events = change.first_events(cells)
+    agreement = change.event_agreement(events)
+    atomic_write_text(sweep_dir / "first_events.csv", events.to_csv(index=False))
     figures = {
-        "per_corruption": figs.per_corruption_panels(curves, fig_dir, y_acc),
-        "overview": figs.overview_grid(curves, fig_dir / "overview.png", y_acc),
-        "mos_vs_accuracy": figs.mos_vs_accuracy(summary, fig_dir / "mos_vs_accuracy.png", y_acc, correlation),
-        "image_grids": figs.image_grids(cells, fig_dir, images),
+        "change": figs.change_curves(curves, style.path(fig_dir, "change")),
+        "per_corruption": figs.per_corruption_panels(curves, fig_dir, y_acc, style),
+        "overview": figs.overview_grid(curves, style.path(fig_dir, "overview"), y_acc),
+        "mos_vs_accuracy": figs.mos_vs_accuracy(summary, style.path(fig_dir, "mos_vs_accuracy"), y_acc, correlation),
+        "image_grids": figs.image_grids(cells, fig_dir, images, style=style),
     }
-    text = _markdown(sweep_dir, summary, correlation, y_acc, ce_table, mce, figures, flip_correlation)
+    findings = change.findings(summary)
+    text = _markdown(sweep_dir, summary, correlation, y_acc, ce_table, mce, figures, flip_correlation,
+                     agreement, findings)
     path = sweep_dir / "report.md"
     atomic_write_text(path, text)
     atomic_write_text(sweep_dir / "report.json", strict_json(
         {"correlation": {"x": "mos_mean", "y": y_acc, **correlation},
          "correlation_flip_rate": {"x": "mos_mean", "y": "flip_rate", **flip_correlation},
-         "mce": mce, "n_cells": len(cells)},
+         "mce": mce, "n_cells": len(cells),
+         "first_events": agreement.to_dict("records"), "findings": findings},
         indent=2) + "\n")
     return path
 
 
 def _markdown(sweep_dir: Path, summary: pd.DataFrame, correlation: dict[str, float], y_acc: str,
               ce_table: pd.DataFrame, mce: dict[str, float], figures: dict[str, Any],
-              flip_correlation: dict[str, float]) -> str:
+              flip_correlation: dict[str, float], agreement: pd.DataFrame, findings: dict[str, list[str]]) -> str:
     def rel(p: Path) -> str:
         return p.relative_to(sweep_dir).as_posix()
 
     def fmt(v: Any) -> str:
         return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+    def ci(r: Any, col: str) -> str:
+        return f"{fmt(_get(r, col))} [{fmt(_get(r, col + '_ci_low'))}, {fmt(_get(r, col + '_ci_high'))}]"
 
     lines = [f"# Sweep report: {sweep_dir.name}", "",
              f"{len(summary)} cells, {int(summary['n'].sum())} image evaluations. Per-cell numbers: "
@@ -287,7 +326,43 @@ def _markdown(sweep_dir: Path, summary: pd.DataFrame, correlation: dict[str, flo
              f"Spearman ρ = {fmt(flip_correlation['spearman'])}, Pearson r = {fmt(flip_correlation['pearson'])}. "
              "A dash: too few cells, or a constant column (e.g. untrained weights).", "",
              f"![mean MOS vs accuracy]({rel(figures['mos_vs_accuracy'])})", "",
-             "## Per corruption", "", f"![overview]({rel(figures['overview'])})", ""]
+             "Per image within each cell: Spearman ρ of the MOS drop with the drop of the classifier's confidence in "
+             "its clean prediction, and with the flip (0/1); means with 95% bootstrap intervals.", "",
+             "| variant | corruption | severity | MOS drop [95% CI] | confidence drop [95% CI] | flip rate [95% CI] | "
+             "ρ(MOS drop, conf. drop) | ρ(MOS drop, flip) |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.variant} | {r.corruption} | {r.severity} | {ci(r, 'mos_drop')} | {ci(r, 'confidence_drop')} | "
+              f"{ci(r, 'flip_rate')} | {fmt(r.rho_mos_drop_confidence_drop)} | {fmt(r.rho_mos_drop_flip)} |"
+              for r in summary.itertuples() if r.corruption != CLEAN and r.severity > 0]
+    if not agreement.empty:
+        lines += ["", "Per image over the sweep: the lowest severity at which the prediction flips and at which the "
+                  "MOS category falls below the clean image's ([first_events.csv](first_events.csv)); *same* counts "
+                  "the images where both first happen at the same severity, out of those where either happens.", "",
+                  "| variant | corruption | images | flip | category drop | either | same | same / either |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r.variant} | {r.corruption} | {r.n_images} | {r.n_flip} | {r.n_category_drop} | {r.n_either} | "
+                  f"{r.n_same} | {fmt(r.coincide_rate)} |" for r in agreement.itertuples()]
+    lines += ["", "### What this sweep says", "",
+              "Read from the 95% intervals at each corruption's highest severity: a drop *falls* when its whole "
+              "interval lies above 0.", "", *[p + "\n" for p in findings["accuracy"]]]
+    lines += ["## Do the quality map and the attribution change alike?", "",
+              "Each map against itself, clean vs corrupted (CC; 1 = unchanged), and where they changed: the CC of "
+              "|Δ quality map| with |Δ attribution| on the 20×20 grid (> 0: they changed in the same places). "
+              "ρ(stability): Spearman, across the cell's images, of the two stabilities. CC clean → corrupted: "
+              "the similarity of the two maps before and after.", "",
+              f"![change]({rel(figures['change'])})", "",
+              "| variant | corruption | severity | quality map CC [95% CI] | attribution CC [95% CI] | "
+              "change CC [95% CI] | change Spearman | ρ(stability) | CC clean → corrupted |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.variant} | {r.corruption} | {r.severity} | {ci(r, 'quality_stability_cc')} | "
+              f"{ci(r, 'attr_stability_cc')} | {ci(r, 'change_cc')} | {fmt(r.change_spearman)} | "
+              f"{fmt(r.rho_stability)} | {fmt(_get(r, 'sim_cc_clean_mean'))} → {fmt(_get(r, 'sim_cc_mean'))} |"
+              for r in summary.itertuples() if r.corruption != CLEAN and r.severity > 0]
+    lines += ["", "### What this sweep says", "",
+              f"Read from the 95% intervals at each corruption's highest severity: a map *moved* when its whole "
+              f"interval of clean-vs-corrupted CC lies below {change.STABLE_CC}, *held* when it lies above; "
+              "a change is shared when the interval of the change CC lies above 0.", "",
+              *[p + "\n" for p in findings["change"]],
+              "## Per corruption", "", f"![overview]({rel(figures['overview'])})", ""]
     for corruption, path in figures["per_corruption"].items():
         lines += [f"### {corruption}", "", f"![{corruption}]({rel(path)})", ""]
     lines += ["## Cells", "", "| variant | corruption | severity | n | acc@1 | acc@5 | flip | MOS | MOS drop | "
@@ -374,11 +449,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     parser.add_argument("--images", nargs="*", default=None, help="image ids for the severity grids")
     parser.add_argument("--wandb", action="store_true", help="also log the report to an offline wandb run")
+    parser.add_argument("--format", choices=("png", "pdf", "svg"), default="png", help="the figures' file format")
+    parser.add_argument("--dpi", type=int, default=150, help="the figures' resolution")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not args.sweep_dir.is_dir():
         parser.error(f"{args.sweep_dir} is not a folder. Pass the sweep folder (hydra.sweep.dir).")
-    path = write_report(args.sweep_dir, n_boot=args.n_boot, images=args.images)
+    from .style import FigureStyle
+
+    path = write_report(args.sweep_dir, n_boot=args.n_boot, images=args.images,
+                        style=FigureStyle(format=args.format, dpi=args.dpi))
     if args.wandb:
         log_report_to_wandb(args.sweep_dir, load_cells(args.sweep_dir))
     print(path)
