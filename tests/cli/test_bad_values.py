@@ -31,6 +31,8 @@ def assert_refused(proc, run, *needles: str) -> None:
     ("attribution.options.interpolate=area", "attribution.options.interpolate='area'"),
     ("attribution=integrated_gradients attribution.options.n_steps=0", "n_steps"),
     ("attribution=gradcam_plus_plus attribution.options.eps=-1", "eps"),
+    ("report.format=jpg", "report.format='jpg'"),
+    ("report.dpi=0", "report.dpi=0"),
 ])
 def test_bad_values_stop_before_models_load(tmp_path, override, needle):
     run = tmp_path / "run"

@@ -150,12 +150,18 @@ def test_generated_sentences_say_what_was_built_in(tmp_path):
     assert text.count("jpeg_compression") == 1
 
 
-def test_no_claim_from_a_single_image(tmp_path):
-    rows = _rows(np.random.default_rng(1), 0.1, 0.1, 0.9, 9.0, 0.9).iloc[:1]  # one image: a zero-width "interval"
-    rows = pd.concat([rows, rows.assign(image="j", quality_stability_cc=np.nan, attr_stability_cc=np.nan)])
-    summary = summarize_cells([_cell(tmp_path, "fog", 2, rows.iloc[1:])], n_boot=100)
-    (text,) = findings(summary)["change"]
-    assert "cannot tell" in text and "moved under fog" in text and "Both" not in text
+def test_no_claim_from_too_few_images(tmp_path):
+    # nine images that all moved together by far: a narrow bootstrap interval, but too few images to claim it
+    rows = _rows(np.random.default_rng(1), 0.1, 0.1, 0.9, 9.0, 0.9).iloc[:9]
+    summary = summarize_cells([_cell(tmp_path, "fog", 2, rows)], n_boot=100)
+    assert summary.loc[0, "quality_stability_cc_ci_high"] < 0.9  # the interval alone would say "moved"
+    said = findings(summary)
+    (text,), (accuracy,) = said["change"], said["accuracy"]
+    assert text == "The intervals cannot tell whether both maps moved under fog (s2)."
+    assert accuracy == "Neither clearly falls under fog (s2)."
+    summary = summarize_cells([_cell(tmp_path, "fog", 2, _rows(np.random.default_rng(1), 0.1, 0.1, 0.9, 9.0,
+                                                                0.9).iloc[:10])], n_boot=100)
+    assert findings(summary)["change"][0].startswith("Both maps moved under fog (s2).")
 
 
 def test_report_has_both_questions_with_a_table_a_figure_and_the_paragraph(tmp_path):
@@ -210,3 +216,36 @@ def test_png_resolution_follows_dpi(tmp_path):
 def test_bad_figure_settings_are_config_errors(fmt, dpi):
     with pytest.raises(ConfigError, match="report"):
         FigureStyle(format=fmt, dpi=dpi)
+
+
+def test_map_grids_share_one_colour_scale_per_row(tmp_path, monkeypatch):
+    from iqa_saliency.report import figures
+
+    rng = np.random.default_rng(7)
+    cells, quality, attribution = [], {}, {}
+    for s in (1, 3):
+        run = tmp_path / f"fog-{s}"
+        (run / "maps").mkdir(parents=True)
+        quality[s], attribution[s] = rng.normal(40 - 5 * s, 2, (20, 20)), rng.gamma(1.0, s, (32, 32))
+        if s == 1:
+            quality[0], attribution[0] = rng.normal(45, 1, (20, 20)), rng.gamma(1.0, 0.5, (32, 32))
+        np.savez(run / "maps" / "a.npz", quality_map=quality[s], attribution=attribution[s],
+                 quality_map_clean=quality[0], attribution_clean=attribution[0])
+        rows = pd.DataFrame({"image": ["a"], "maps": ["maps/a.npz"], "pred_name": [f"class{s}"], "mos": [30.0 + s]})
+        cells.append(_cell(tmp_path, "fog", s, rows))
+    shown = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: shown.append(fig) or path)
+    (path,) = figures.map_grids(cells, tmp_path / "out")
+    assert path.name == "maps_fog_a.png"
+    (fig,) = shown
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 6  # 2 rows x severities 0, 1, 3
+    for row, maps in ((panels[:3], quality), (panels[3:], attribution)):
+        lo, hi = min(m.min() for m in maps.values()), max(m.max() for m in maps.values())
+        for ax in row:
+            assert ax.images[0].get_clim() == pytest.approx((lo, hi))
+    titles = [ax.get_title() for ax in panels[:3]]
+    assert titles[0] == "clean" and "class1" in titles[1] and "class3" in titles[2] and "MOS 33.0" in titles[2]
+    np.testing.assert_array_equal(panels[0].images[0].get_array(), quality[0])
+    np.testing.assert_array_equal(panels[5].images[0].get_array(), attribution[3])
+    plt.close(fig)

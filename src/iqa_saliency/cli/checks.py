@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from ..errors import ConfigError, exit_on_user_error
 from ..io.atomic import check_writable
+from ..report.style import FigureStyle
 
 # numpy's legacy seeding (np.random.seed, which Lightning's seed_everything also calls) takes 0 to 2**32 - 1;
 # torch.manual_seed would take more, so the narrower range is the one every seeded library accepts.
@@ -62,8 +63,6 @@ def check_values(cfg: DictConfig) -> None:
         node = cfg.get(group)
         if isinstance(node, DictConfig) and "sha256" in node:
             check_sha256(node.sha256, f"{group}.sha256")
-    from ..report.style import FigureStyle
-
     FigureStyle.from_config(cfg.get("report"))  # report.format / report.dpi, used when a -m sweep ends
     check_zoo_names(cfg)
 

@@ -17,9 +17,12 @@ import pandas as pd
 
 from ..models.paq2piq import CATEGORIES
 
+CLEAN = "none"  # the corruption name of clean cells
 # A map "moved" when the whole 95% CI of its stability CC (clean vs corrupted) lies below this, "held" when the
 # whole CI lies at or above it; otherwise the sweep cannot tell.
 STABLE_CC = 0.9
+# Under this many images a percentile bootstrap interval is too narrow to trust: the cell is judged "unclear".
+MIN_IMAGES = 10
 EVENT_COLUMNS = ["variant", "corruption", "image", "first_flip", "first_category_drop"]
 AGREEMENT_COLUMNS = ["variant", "corruption", "n_images", "n_flip", "n_category_drop", "n_either", "n_same",
                      "coincide_rate"]
@@ -33,7 +36,7 @@ def first_events(cells: Sequence[Any]) -> pd.DataFrame:
     for cell in sorted(cells, key=lambda c: int(c.summary["severity"])):
         corruption, severity = cell.summary["corruption"], int(cell.summary["severity"])
         rows = cell.rows
-        if corruption == "none" or severity < 1 or "quality_category_clean" not in rows:
+        if corruption == CLEAN or severity < 1 or "quality_category_clean" not in rows:
             continue
         for r in rows.itertuples():
             key = (cell.variant, corruption, str(r.image))
@@ -95,11 +98,15 @@ def verdicts(summary: pd.DataFrame) -> dict[str, list[Verdict]]:
     """Per variant, one Verdict per corruption at its highest swept severity (summary.csv rows with CIs)."""
     out: dict[str, list[Verdict]] = {}
     for (variant, corruption), rows in summary.groupby(["variant", "corruption"], sort=True):
-        if corruption == "none":
+        if corruption == CLEAN:
             continue
         r = rows.sort_values("severity").iloc[-1]
 
-        def ci(col: str, r: pd.Series = r) -> tuple[float, float]:
+        few = not float(r.get("n", 0)) >= MIN_IMAGES
+
+        def ci(col: str, r: pd.Series = r, few: bool = few) -> tuple[float, float]:
+            if few:
+                return math.nan, math.nan
             return float(r.get(f"{col}_ci_low", math.nan)), float(r.get(f"{col}_ci_high", math.nan))
 
         quality, attribution = _moved(*ci("quality_stability_cc")), _moved(*ci("attr_stability_cc"))

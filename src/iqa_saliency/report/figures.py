@@ -254,6 +254,55 @@ def image_grids(cells: Sequence[Any], out_dir: Path, images: Sequence[str] | Non
     return paths
 
 
+def _rows_with_maps(cell: Any) -> pd.DataFrame:
+    rows = cell.rows.dropna(subset=["maps"])
+    return rows.set_index(rows["image"].astype(str))
+
+
+def map_grids(cells: Sequence[Any], out_dir: Path, images: Sequence[str] | None = None, max_images: int = 2,
+              style: FigureStyle = DEFAULT_STYLE) -> list[Path]:
+    """Per corruption and chosen image, from the saved maps: columns = severities (0 from the clean maps every cell
+    saves), rows = quality map and attribution, each row on one colour scale across the severities (so the change
+    is what differs), the predicted class and MOS in each column's title."""
+    from ..io.maps import read_maps
+
+    by_corruption: dict[str, dict[int, Any]] = {}
+    for cell in cells:
+        c, s = cell.summary["corruption"], int(cell.summary["severity"])
+        if c != "none" and s > 0 and "maps" in cell.rows:
+            by_corruption.setdefault(c, {})[s] = cell
+    paths = []
+    for corruption, by_severity in sorted(by_corruption.items()):
+        rows = {s: _rows_with_maps(cell) for s, cell in by_severity.items()}
+        common = sorted(set.intersection(*(set(r.index) for r in rows.values())))
+        for image_id in [i for i in (images or common[:max_images]) if i in common]:
+            first = min(by_severity)
+            columns = [(0, read_maps(by_severity[first].path, rows[first].loc[image_id, "maps"]), "clean")]
+            for s in sorted(by_severity):
+                row = rows[s].loc[image_id]
+                title = f"severity {s}\n{row.get('pred_name', '')}\nMOS {float(row['mos']):.1f}"
+                columns.append((s, read_maps(by_severity[s].path, row["maps"]), title))
+            if "attribution_clean" not in columns[0][1]:
+                continue  # maps saved before the clean attribution was
+            quality = [m["quality_map_clean"] if s == 0 else m["quality_map"] for s, m, _ in columns]
+            attribution = [m["attribution_clean"] if s == 0 else m["attribution"] for s, m, _ in columns]
+            fig, axes = plt.subplots(2, len(columns), figsize=(3.0 * len(columns) + 1.2, 6.2),
+                                     constrained_layout=True, squeeze=False)
+            for r, (maps, cmap, label) in enumerate(((quality, "RdYlGn", "local quality (raw)"),
+                                                     (attribution, "viridis", "attribution (raw)"))):
+                lo, hi = float(min(np.nanmin(m) for m in maps)), float(max(np.nanmax(m) for m in maps))
+                for c, m in enumerate(maps):
+                    shown = axes[r][c].imshow(m, cmap=cmap, vmin=lo, vmax=hi)
+                    axes[r][c].set_xticks([])
+                    axes[r][c].set_yticks([])
+                    if r == 0:
+                        axes[r][c].set_title(columns[c][2], fontsize=9)
+                fig.colorbar(shown, ax=list(axes[r]), fraction=0.025, pad=0.01, label=label)
+            fig.suptitle(f"{image_id} under {corruption}: one colour scale per row")
+            paths.append(save_figure(fig, style.path(out_dir, f"maps_{corruption}_{image_id}")))
+    return paths
+
+
 def randomization_figure(path: str | os.PathLike, result: Any, flag_spearman: float) -> Path:
     """The randomisation check's decay curves: Spearman (solid) and SSIM (dashed) per method against the layers."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2), constrained_layout=True)

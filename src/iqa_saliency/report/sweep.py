@@ -23,6 +23,7 @@ from ..io.atomic import atomic_write_text, strict_json
 from ..io.schema import PER_IMAGE, SUMMARY
 from ..models.weights import UNTRAINED
 from . import change
+from .change import CLEAN
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ ALEXNET_ERRORS = {
     "elastic_transform": 0.646056, "pixelate": 0.717840, "jpeg_compression": 0.606500,
 }
 ALEXNET_CLEAN_ERROR = 0.435
-CLEAN = "none"
 
 # summary.csv column -> summary.json metric
 METRIC_COLUMNS = {
@@ -158,11 +158,6 @@ def _nanmean(values: Any) -> float:
     return float(x.mean()) if x.size else math.nan
 
 
-def _get(row: Any, name: str) -> float:
-    """A summary row's value, NaN when the column is absent (cells written before it existed)."""
-    return _num(getattr(row, name, None))
-
-
 def correlation_across_cells(summary: pd.DataFrame, x: str = "mos_mean", y: str = "acc_top1") -> dict[str, float]:
     """Spearman and Pearson correlation of two summary columns across cells (NaN rows dropped)."""
     pair = summary[[x, y]].dropna()
@@ -265,6 +260,7 @@ def write_report(sweep_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0
 
 def _write_report(sweep_dir: Path, n_boot: int, seed: int, images: Sequence[str] | None, style: Any) -> Path:
     from . import figures as figs
+    from . import markdown
 
     cells = load_cells(sweep_dir)
     if not cells:
@@ -288,10 +284,11 @@ def _write_report(sweep_dir: Path, n_boot: int, seed: int, images: Sequence[str]
         "overview": figs.overview_grid(curves, style.path(fig_dir, "overview"), y_acc),
         "mos_vs_accuracy": figs.mos_vs_accuracy(summary, style.path(fig_dir, "mos_vs_accuracy"), y_acc, correlation),
         "image_grids": figs.image_grids(cells, fig_dir, images, style=style),
+        "map_grids": figs.map_grids(cells, fig_dir, images, style=style),
     }
     findings = change.findings(summary)
-    text = _markdown(sweep_dir, summary, correlation, y_acc, ce_table, mce, figures, flip_correlation,
-                     agreement, findings)
+    text = markdown.render(sweep_dir, markdown.ReportParts(summary, y_acc, correlation, flip_correlation, ce_table,
+                                                           mce, figures, agreement, findings))
     path = sweep_dir / "report.md"
     atomic_write_text(path, text)
     atomic_write_text(sweep_dir / "report.json", strict_json(
@@ -301,95 +298,6 @@ def _write_report(sweep_dir: Path, n_boot: int, seed: int, images: Sequence[str]
          "first_events": agreement.to_dict("records"), "findings": findings},
         indent=2) + "\n")
     return path
-
-
-def _markdown(sweep_dir: Path, summary: pd.DataFrame, correlation: dict[str, float], y_acc: str,
-              ce_table: pd.DataFrame, mce: dict[str, float], figures: dict[str, Any],
-              flip_correlation: dict[str, float], agreement: pd.DataFrame, findings: dict[str, list[str]]) -> str:
-    def rel(p: Path) -> str:
-        return p.relative_to(sweep_dir).as_posix()
-
-    def fmt(v: Any) -> str:
-        return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
-
-    def ci(r: Any, col: str) -> str:
-        return f"{fmt(_get(r, col))} [{fmt(_get(r, col + '_ci_low'))}, {fmt(_get(r, col + '_ci_high'))}]"
-
-    lines = [f"# Sweep report: {sweep_dir.name}", "",
-             f"{len(summary)} cells, {int(summary['n'].sum())} image evaluations. Per-cell numbers: "
-             "[summary.csv](summary.csv); similarity means carry 95% bootstrap intervals.", "",
-             "## Does quality track accuracy?", "",
-             f"Mean MOS against {'top-1 accuracy' if y_acc == 'acc_top1' else 'flip rate (no labels)'} over "
-             f"{correlation['n']} cells: Spearman ρ = {fmt(correlation['spearman'])} "
-             f"(p = {fmt(correlation['spearman_p'])}), Pearson r = {fmt(correlation['pearson'])} "
-             f"(p = {fmt(correlation['pearson_p'])}). Mean MOS against flip rate (needs no labels): "
-             f"Spearman ρ = {fmt(flip_correlation['spearman'])}, Pearson r = {fmt(flip_correlation['pearson'])}. "
-             "A dash: too few cells, or a constant column (e.g. untrained weights).", "",
-             f"![mean MOS vs accuracy]({rel(figures['mos_vs_accuracy'])})", "",
-             "Per image within each cell: Spearman ρ of the MOS drop with the drop of the classifier's confidence in "
-             "its clean prediction, and with the flip (0/1); means with 95% bootstrap intervals.", "",
-             "| variant | corruption | severity | MOS drop [95% CI] | confidence drop [95% CI] | flip rate [95% CI] | "
-             "ρ(MOS drop, conf. drop) | ρ(MOS drop, flip) |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.variant} | {r.corruption} | {r.severity} | {ci(r, 'mos_drop')} | {ci(r, 'confidence_drop')} | "
-              f"{ci(r, 'flip_rate')} | {fmt(r.rho_mos_drop_confidence_drop)} | {fmt(r.rho_mos_drop_flip)} |"
-              for r in summary.itertuples() if r.corruption != CLEAN and r.severity > 0]
-    if not agreement.empty:
-        lines += ["", "Per image over the sweep: the lowest severity at which the prediction flips and at which the "
-                  "MOS category falls below the clean image's ([first_events.csv](first_events.csv)); *same* counts "
-                  "the images where both first happen at the same severity, out of those where either happens.", "",
-                  "| variant | corruption | images | flip | category drop | either | same | same / either |",
-                  "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r.variant} | {r.corruption} | {r.n_images} | {r.n_flip} | {r.n_category_drop} | {r.n_either} | "
-                  f"{r.n_same} | {fmt(r.coincide_rate)} |" for r in agreement.itertuples()]
-    lines += ["", "### What this sweep says", "",
-              "Read from the 95% intervals at each corruption's highest severity: a drop *falls* when its whole "
-              "interval lies above 0.", "", *[p + "\n" for p in findings["accuracy"]]]
-    lines += ["## Do the quality map and the attribution change alike?", "",
-              "Each map against itself, clean vs corrupted (CC; 1 = unchanged), and where they changed: the CC of "
-              "|Δ quality map| with |Δ attribution| on the 20×20 grid (> 0: they changed in the same places). "
-              "ρ(stability): Spearman, across the cell's images, of the two stabilities. CC clean → corrupted: "
-              "the similarity of the two maps before and after.", "",
-              f"![change]({rel(figures['change'])})", "",
-              "| variant | corruption | severity | quality map CC [95% CI] | attribution CC [95% CI] | "
-              "change CC [95% CI] | change Spearman | ρ(stability) | CC clean → corrupted |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.variant} | {r.corruption} | {r.severity} | {ci(r, 'quality_stability_cc')} | "
-              f"{ci(r, 'attr_stability_cc')} | {ci(r, 'change_cc')} | {fmt(r.change_spearman)} | "
-              f"{fmt(r.rho_stability)} | {fmt(_get(r, 'sim_cc_clean_mean'))} → {fmt(_get(r, 'sim_cc_mean'))} |"
-              for r in summary.itertuples() if r.corruption != CLEAN and r.severity > 0]
-    lines += ["", "### What this sweep says", "",
-              f"Read from the 95% intervals at each corruption's highest severity: a map *moved* when its whole "
-              f"interval of clean-vs-corrupted CC lies below {change.STABLE_CC}, *held* when it lies above; "
-              "a change is shared when the interval of the change CC lies above 0.", "",
-              *[p + "\n" for p in findings["change"]],
-              "## Per corruption", "", f"![overview]({rel(figures['overview'])})", ""]
-    for corruption, path in figures["per_corruption"].items():
-        lines += [f"### {corruption}", "", f"![{corruption}]({rel(path)})", ""]
-    lines += ["## Cells", "", "| variant | corruption | severity | n | acc@1 | acc@5 | flip | MOS | MOS drop | "
-              "CC [95% CI] | stability |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in summary.itertuples():
-        lines.append(f"| {r.variant} | {r.corruption} | {r.severity} | {r.n} | {fmt(r.acc_top1)} | {fmt(r.acc_top5)} | "
-                     f"{fmt(r.flip_rate)} | {fmt(r.mos_mean)} | {fmt(r.mos_drop)} | {fmt(r.sim_cc_mean)} "
-                     f"[{fmt(r.sim_cc_ci_low)}, {fmt(r.sim_cc_ci_high)}] | {fmt(r.attr_stability_cc)} |")
-    lines.append("")
-    if not ce_table.empty:
-        lines += ["## Corruption error (ImageNet-C protocol)", ""]
-        for name, m in (mce.get("by_classifier") or {"": mce}).items():
-            if m["n_corruptions"]:
-                lines.append(f"{name + ': ' if name else ''}mCE = {m['mce']:.1f}%, relative mCE = "
-                             f"{m['relative_mce']:.1f}% over {m['n_corruptions']} corruptions (AlexNet = 100%).")
-        several = "classifier" in ce_table.columns
-        lines += ["", f"| {'classifier | ' if several else ''}corruption | mean error | CE | relative CE |",
-                  f"|{'---|' if several else ''}---|---|---|---|"]
-        lines += [f"| {r.classifier + ' | ' if several else ''}{r.corruption} | {r.error_mean:.3f} | "
-                  f"{100 * r.ce:.1f} | {100 * r.relative_ce:.1f} |" for r in ce_table.itertuples()]
-        lines.append("")
-    if figures["image_grids"]:
-        lines += ["## Images across severities", "",
-                  "Rows: severities; columns: image, quality map, attribution map.", ""]
-        lines += [f"![{p.stem}]({rel(p)})" for p in figures["image_grids"]]
-        lines.append("")
-    return "\n".join(lines)
 
 
 # The study's panels against severity, one line per corruption (the report run's line plots).
