@@ -33,6 +33,7 @@ def assert_refused(proc, run, *needles: str) -> None:
     ("attribution=gradcam_plus_plus attribution.options.eps=-1", "eps"),
     ("report.format=jpg", "report.format='jpg'"),
     ("report.dpi=0", "report.dpi=0"),
+    ("report.study_figures=true", "dataset.save_images=true"),
 ])
 def test_bad_values_stop_before_models_load(tmp_path, override, needle):
     run = tmp_path / "run"

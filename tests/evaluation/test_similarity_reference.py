@@ -188,3 +188,12 @@ def test_every_metric_on_cuda_matches_the_references():
         want = ref.similarities(Q[i], P[i])
         for name, values in got.items():
             assert values[i] == pytest.approx(want[f"sim_{name}"], rel=1e-9), name
+    moved = {k: v.cpu().numpy() for k, v in compare_changes(t(Q).cuda(), t(Q[::-1].copy()).cuda(), t(P).cuda(),
+                                                            t(P[::-1].copy()).cuda()).items()}
+    for i in range(len(Q)):
+        want = ref.change_similarity(Q[i], Q[::-1][i], P[i], P[::-1][i])
+        for name, values in moved.items():
+            if math.isnan(want[f"change_{name}"]):  # the middle map against itself: nothing moved
+                assert math.isnan(values[i]), name
+            else:
+                assert values[i] == pytest.approx(want[f"change_{name}"], rel=1e-9), name

@@ -249,3 +249,44 @@ def test_map_grids_share_one_colour_scale_per_row(tmp_path, monkeypatch):
     np.testing.assert_array_equal(panels[0].images[0].get_array(), quality[0])
     np.testing.assert_array_equal(panels[5].images[0].get_array(), attribution[3])
     plt.close(fig)
+
+
+def _study_cell(tmp: Path, corruption: str, severity: int, rng: np.random.Generator, save_image: bool = True) -> Cell:
+    run = tmp / f"{corruption}-{severity}"
+    (run / "maps").mkdir(parents=True)
+    (run / "images").mkdir()
+    rows = []
+    for index, image in ((4, "other"), (5, "kitchen")):
+        stem = f"{index:06d}_{image}"
+        np.savez(run / "maps" / f"{stem}.npz", quality_map=rng.normal(50, 5, (20, 20)),
+                 attribution=rng.gamma(1.0, size=(32, 32)))
+        if save_image:
+            from PIL import Image
+
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(run / "images" / f"{stem}.png")
+        rows.append({"index": index, "image": image, "maps": f"maps/{stem}.npz", "pred_name": f"{corruption} class",
+                     "mos": 40.0 + severity, "quality_category": "Fair"})
+    return _cell(tmp, corruption, severity, pd.DataFrame(rows))
+
+
+def test_study_figure_set_per_corruption_at_the_chosen_severity(tmp_path, monkeypatch):
+    from iqa_saliency.report import figures
+    from iqa_saliency.report.style import StudyFigures
+
+    rng = np.random.default_rng(2)
+    cells = [_study_cell(tmp_path, c, s, rng) for c in ("contrast", "brightness") for s in (1, 2)]
+    shown = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: shown.append(fig) or path)
+    for pick in (5, "kitchen"):  # the dataset position (the study's val position 5) or the image id
+        assert figures.study_figure(cells, tmp_path / "study.png", StudyFigures(True, pick, 2)) is not None
+        fig = shown.pop()
+        titles = [ax.get_title() for ax in fig.axes]
+        assert titles[0] == "brightness s2: brightness class" and titles[3] == "contrast s2: contrast class"
+        assert titles[1] == "PaQ-2-PiQ local map · MOS 42.0 (Fair)" and titles[2] == "gradcam · brightness class"
+        assert "kitchen (index 5)" in fig._suptitle.get_text()
+        plt.close(fig)
+    assert figures.study_figure(cells, tmp_path / "s.png", StudyFigures(True, "absent", 2)) is None
+    unsaved = [_study_cell(tmp_path / "u", "fog", 2, rng, save_image=False)]
+    assert figures.study_figure(unsaved, tmp_path / "s.png", StudyFigures(True, 5, 2)) is None
+    with pytest.raises(ConfigError, match="report.study_severity"):
+        StudyFigures.from_config({"study_severity": 0})

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from ..errors import ConfigError, exit_on_user_error
 from ..io.atomic import check_writable
-from ..report.style import FigureStyle
+from ..report.style import FigureStyle, StudyFigures
 
 # numpy's legacy seeding (np.random.seed, which Lightning's seed_everything also calls) takes 0 to 2**32 - 1;
 # torch.manual_seed would take more, so the narrower range is the one every seeded library accepts.
@@ -64,6 +64,9 @@ def check_values(cfg: DictConfig) -> None:
         if isinstance(node, DictConfig) and "sha256" in node:
             check_sha256(node.sha256, f"{group}.sha256")
     FigureStyle.from_config(cfg.get("report"))  # report.format / report.dpi, used when a -m sweep ends
+    study = StudyFigures.from_config(cfg.get("report"))
+    if study.enabled and dataset is not None and not dataset.get("save_images", False):
+        raise ConfigError("report.study_figures=true draws the corrupted inputs: add dataset.save_images=true.")
     check_zoo_names(cfg)
 
 

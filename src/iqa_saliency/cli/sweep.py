@@ -100,12 +100,13 @@ class SweepReportCallback(Callback):
     """Writes the sweep's report when a -m sweep ends (the report's modules load only then)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from ..report.style import FigureStyle
+        from ..report.style import FigureStyle, StudyFigures
         from ..report.sweep import load_cells, log_report_to_wandb, write_report
 
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            path = write_report(sweep_dir, style=FigureStyle.from_config(config.get("report")))
+            path = write_report(sweep_dir, style=FigureStyle.from_config(config.get("report")),
+                                study=StudyFigures.from_config(config.get("report")))
             log_report_to_wandb(sweep_dir, load_cells(sweep_dir))
             log.info("Sweep report: %s", path)
             if config.get("print_summary", True):

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from .style import DEFAULT_STYLE, FigureStyle  # noqa: E402
+from .style import DEFAULT_STYLE, FigureStyle, StudyFigures  # noqa: E402
 
 Y_LABELS = {"acc_top1": "top-1 accuracy", "acc_top5": "top-5 accuracy", "flip_rate": "flip rate vs clean"}
 
@@ -301,6 +301,45 @@ def map_grids(cells: Sequence[Any], out_dir: Path, images: Sequence[str] | None 
             fig.suptitle(f"{image_id} under {corruption}: one colour scale per row")
             paths.append(save_figure(fig, style.path(out_dir, f"maps_{corruption}_{image_id}")))
     return paths
+
+
+def study_figure(cells: Sequence[Any], path: Path, study: StudyFigures) -> Path | None:
+    """The original study's figure set for one image (see style.StudyFigures); None when no cell at the severity
+    holds the image and its saved corrupted input (dataset.save_images=true)."""
+    panels = []
+    for cell in sorted(cells, key=lambda c: c.summary["corruption"]):
+        if int(cell.summary["severity"]) != study.severity or cell.summary["corruption"] == "none":
+            continue
+        rows = cell.rows
+        by_index = isinstance(study.image, int)
+        hit = rows[rows["index"] == study.image] if by_index else rows[rows["image"].astype(str) == str(study.image)]
+        if hit.empty or not isinstance(hit.iloc[0].get("maps"), str):
+            continue
+        row = hit.iloc[0]
+        inputs = sorted((cell.path / "images").glob(f"{int(row['index']):06d}_*.png"))
+        if inputs:
+            from ..io.maps import read_maps
+
+            panels.append((cell, row, np.asarray(Image.open(inputs[0]).convert("RGB")),
+                           read_maps(cell.path, row["maps"])))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(len(panels), 3, figsize=(11.5, 3.6 * len(panels)), constrained_layout=True,
+                             squeeze=False)
+    for ax_row, (cell, row, image, maps) in zip(axes, panels, strict=True):
+        method = cell.summary.get("attribution", "attribution")
+        ax_row[0].imshow(image)
+        ax_row[0].set_title(f"{cell.summary['corruption']} s{study.severity}: {row.get('pred_name', '')}", fontsize=9)
+        ax_row[1].imshow(overlay(image, maps["quality_map"], cmap="RdYlGn", alpha=0.55))
+        ax_row[1].set_title(f"PaQ-2-PiQ local map · MOS {float(row['mos']):.1f} ({row.get('quality_category', '')})",
+                            fontsize=9)
+        ax_row[2].imshow(overlay(image, maps["attribution"], cmap="jet", alpha=0.5, mode="bilinear"))
+        ax_row[2].set_title(f"{method} · {row.get('pred_name', '')}", fontsize=9)
+        for ax in ax_row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(f"{panels[0][1]['image']} (index {int(panels[0][1]['index'])}) at severity {study.severity}")
+    return save_figure(fig, path)
 
 
 def randomization_figure(path: str | os.PathLike, result: Any, flag_spearman: float) -> Path:

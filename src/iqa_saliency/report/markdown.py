@@ -120,6 +120,9 @@ def render(sweep_dir: Path, parts: ReportParts) -> str:
         lines += [f"| {r.classifier + ' | ' if several else ''}{r.corruption} | {r.error_mean:.3f} | "
                   f"{100 * r.ce:.1f} | {100 * r.relative_ce:.1f} |" for r in ce_table.itertuples()]
         lines.append("")
+    if figures.get("study") is not None:
+        lines += ["## The study's figure set", "", "Per corruption: the corrupted image, PaQ-2-PiQ's local map over "
+                  "it, the attribution over it.", "", f"![study]({rel(figures['study'])})", ""]
     if figures["map_grids"]:
         lines += ["## Maps across severities", "",
                   "Columns: severities (0 = the clean maps); rows: quality map, attribution, each on one colour scale "

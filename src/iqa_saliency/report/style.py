@@ -44,3 +44,23 @@ class FigureStyle:
 
 
 DEFAULT_STYLE = FigureStyle()
+
+
+@dataclass(frozen=True)
+class StudyFigures:
+    """The original study's figure set (report.study_figures=true): for one image, per corruption at `severity`,
+    the corrupted image, PaQ-2-PiQ's local map over it and the attribution over it. `image`: an image id, or an
+    int, the image's position in the dataset (per_image.csv `index`; the study used val position 5)."""
+
+    enabled: bool = False
+    image: str | int = 5
+    severity: int = 2
+
+    @classmethod
+    def from_config(cls, node: Any) -> StudyFigures:
+        """From a `report` config node (`study_figures`, `study_image`, `study_severity`)."""
+        node = node or {}
+        severity = node.get("study_severity", 2)
+        if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
+            raise ConfigError(f"report.study_severity={severity!r} is not valid. Use a severity from 1 to 5.")
+        return cls(bool(node.get("study_figures", False)), node.get("study_image", 5), severity)

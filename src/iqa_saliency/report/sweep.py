@@ -246,19 +246,21 @@ def with_clean_points(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_report(sweep_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0,
-                 images: Sequence[str] | None = None, style: Any = None) -> Path:
+                 images: Sequence[str] | None = None, style: Any = None, study: Any = None) -> Path:
     """Build summary.csv, figures and report.md in `sweep_dir`; returns the report's path. `style`: a
-    figures.FigureStyle (format, dpi), PNG at 150 dpi by default."""
+    style.FigureStyle (format, dpi), PNG at 150 dpi by default; `study`: a style.StudyFigures (the original
+    study's figure set when enabled)."""
     import matplotlib.pyplot as plt
 
     from . import figures as figs
 
     style = style or figs.DEFAULT_STYLE
     with plt.rc_context(style.rc()):
-        return _write_report(Path(sweep_dir), n_boot, seed, images, style)
+        return _write_report(Path(sweep_dir), n_boot, seed, images, style, study)
 
 
-def _write_report(sweep_dir: Path, n_boot: int, seed: int, images: Sequence[str] | None, style: Any) -> Path:
+def _write_report(sweep_dir: Path, n_boot: int, seed: int, images: Sequence[str] | None, style: Any,
+                  study: Any) -> Path:
     from . import figures as figs
     from . import markdown
 
@@ -285,6 +287,8 @@ def _write_report(sweep_dir: Path, n_boot: int, seed: int, images: Sequence[str]
         "mos_vs_accuracy": figs.mos_vs_accuracy(summary, style.path(fig_dir, "mos_vs_accuracy"), y_acc, correlation),
         "image_grids": figs.image_grids(cells, fig_dir, images, style=style),
         "map_grids": figs.map_grids(cells, fig_dir, images, style=style),
+        "study": (figs.study_figure(cells, style.path(fig_dir, "study"), study)
+                  if study is not None and study.enabled else None),
     }
     findings = change.findings(summary)
     text = markdown.render(sweep_dir, markdown.ReportParts(summary, y_acc, correlation, flip_correlation, ce_table,
@@ -359,14 +363,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wandb", action="store_true", help="also log the report to an offline wandb run")
     parser.add_argument("--format", choices=("png", "pdf", "svg"), default="png", help="the figures' file format")
     parser.add_argument("--dpi", type=int, default=150, help="the figures' resolution")
+    parser.add_argument("--study-image", default=None,
+                        help="also draw the original study's figure set for this image id (or dataset position)")
+    parser.add_argument("--study-severity", type=int, default=2, help="the severity of the study's figure set")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not args.sweep_dir.is_dir():
         parser.error(f"{args.sweep_dir} is not a folder. Pass the sweep folder (hydra.sweep.dir).")
-    from .style import FigureStyle
+    from .style import FigureStyle, StudyFigures
 
+    pick = args.study_image
+    study = StudyFigures.from_config({"study_figures": pick is not None, "study_severity": args.study_severity,
+                                      "study_image": int(pick) if pick is not None and pick.isdigit() else pick})
     path = write_report(args.sweep_dir, n_boot=args.n_boot, images=args.images,
-                        style=FigureStyle(format=args.format, dpi=args.dpi))
+                        style=FigureStyle(format=args.format, dpi=args.dpi), study=study)
     if args.wandb:
         log_report_to_wandb(args.sweep_dir, load_cells(args.sweep_dir))
     print(path)
