@@ -21,7 +21,9 @@ from . import CONFIG_PATH
 from .checks import check_output_root, check_values
 from .hints import resume_command
 from .hydra_patches import speed_up_hydra
+from .precheck import main_precheck
 from .runtime import discard_stub_folder, quiet_known_warnings, show_progress
+from .schema import check_config
 from .sweep import PROGRESS_FILE
 
 # Everything that imports torch, Lightning, captum or wandb is imported inside the functions that need it, after
@@ -62,9 +64,31 @@ def explanation(cfg: DictConfig) -> Explanation:
         if "seed" in method_defaults(quality_saliency):
             quality_options.setdefault("seed", cfg.seed)
     check_quality_map(sim.quality_map)
+    check_layer(str(cfg.classifier.get("arch")), options.get("layer"))
     return Explanation(method=cfg.attribution.name, options=options, target=cfg.attribution.target,
                        quality_saliency=quality_saliency, quality_options=quality_options,
                        quality_map=sim.quality_map)
+
+
+def check_layer(arch: str, layer: str | None) -> None:
+    """attribution.options.layer names a module of the classifier: looked up in the architecture built without
+    weights on the meta device (no memory, nothing loaded), so a typo stops the run before any model loads."""
+    if layer is None:
+        return
+    import torch
+
+    from ..attribution.base import resolve_layer
+    from ..errors import UserError
+    from ..models.classifier import build_network, wrap
+
+    try:
+        with torch.device("meta"):
+            network = wrap(build_network(arch), arch)
+    except UserError:
+        raise
+    except Exception:  # noqa: BLE001  (an architecture that cannot be built without weights: checked once loaded)
+        return
+    resolve_layer(network, layer)
 
 
 def settings(cfg: DictConfig, run_dir: str, clean_cache_dir: str | None, processes: int,
@@ -164,6 +188,7 @@ def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, s
     from ..io.atomic import check_writable
     from ..io.resume import check_run_folder, is_complete, launch_rank, read_summary
 
+    check_config(cfg, "evaluate")  # every key typed (the command line checked it before Hydra; the API here)
     check_corruption(cfg.corruption, cfg.severity)
     check_values(cfg)  # seed, batch size, pinned digests
     explain = explanation(cfg)
@@ -187,6 +212,10 @@ def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, s
                                        cfg.quality.checkpoint, cfg.quality.pretrained)
     if selection.split != "all":
         selection.check_against(read_checkpoint_meta(cfg.classifier.checkpoint), cfg.classifier.checkpoint)
+    if selection.quality_scores:  # every row of the study's mos.csv readable, before the models load
+        from ..data.study_files import read_mos_csv
+
+        read_mos_csv(selection.quality_scores)
     models = load_models(cfg, selection, given)
     source = select_images(source, selection, quality=lambda: (models.quality, models.quality_weights),
                            report_dir=run_dir, resize=cfg.dataset.resize, crop=cfg.dataset.crop)
@@ -249,6 +278,7 @@ def randomization_check(cfg: DictConfig) -> dict[str, Any]:
     from ..io.run_writer import RunWriter
     from ..report.figures import randomization_figure
 
+    check_config(cfg, "evaluate")
     check = cfg.check
     names = list(check.methods or [cfg.attribution.name])
     methods = {}
@@ -312,6 +342,7 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
 
 def run() -> None:
     """Console entry point: check a given output folder, then hand the command line to Hydra."""
+    main_precheck("evaluate")  # every key (every cell of a sweep) typed and checked before anything is written
     # also a full disk or a read-only default folder, before Hydra writes there
     _existed["root"] = check_output_root(sys.argv[1:])
     speed_up_hydra(hidden_groups=TRAIN_ONLY_GROUPS, value_choices=VALUE_CHOICES)

@@ -34,12 +34,17 @@ MAX_NAME = 200  # bytes; file systems allow 255 per folder name
 
 
 def cell_dirname(num: Any, override_dirname: Any) -> str:
-    """One folder name for a sweep job: its swept overrides, sanitised; the job number when nothing varies."""
-    name = str(override_dirname or "")
-    name = re.sub(r"(^|,)[+~]+", r"\1", name)  # +experiment=x -> experiment=x
-    name = re.sub(r"[/\\\s:*?\"<>|]+", "_", name).strip("._") or str(num)
-    if len(name.encode()) > MAX_NAME:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    """One folder name for a sweep job: its swept overrides, sanitised; the job number when nothing varies.
+
+    Names are unique per set of overrides: where sanitising or shortening changed the text (`dataset.root=/d/x_y`
+    and `/d/x/y` both read `dataset.root=_d_x_y`), a digest of the overrides as given is appended."""
+    given = re.sub(r"(^|,)[+~]+", r"\1", str(override_dirname or ""))  # +experiment=x -> experiment=x
+    name = re.sub(r"[/\\\s:*?\"<>|\ud800-\udfff]+", "_", given)
+    name = "".join(c if c.isprintable() else "_" for c in name).strip("._")
+    if not name:
+        return str(num)
+    if name != given or len(name.encode()) > MAX_NAME:
+        digest = hashlib.sha1(str(override_dirname).encode(errors="surrogatepass")).hexdigest()[:10]
         name = f"{name.encode()[:MAX_NAME - 11].decode(errors='ignore')}-{digest}"
     return name
 

@@ -18,7 +18,9 @@ from ..errors import exit_on_user_error
 from . import CONFIG_PATH
 from .checks import check_output_root, check_values
 from .hydra_patches import speed_up_hydra
+from .precheck import main_precheck
 from .runtime import discard_stub_folder, keep_wandb_inside, quiet_known_warnings, show_progress
+from .schema import check_config
 from .sweep import PROGRESS_FILE
 
 # Lightning, torch and the training modules are imported in train(), after the configuration is composed and
@@ -32,6 +34,7 @@ EVALUATE_ONLY_GROUPS = ("attribution", "check", "experiment")  # conf/ is shared
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Check the configuration, select the images, fine-tune, and write <run>/train_summary.json."""
+    check_config(cfg, "train")  # every key typed (the command line checked it before Hydra)
     check_values(cfg)
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
@@ -39,6 +42,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from iqa_saliency.data.loading import resolve_num_workers
     from iqa_saliency.data.selection import Selection, select_images
     from iqa_saliency.data.splits import split_source, write_split_csv
+    from iqa_saliency.data.study_files import read_mos_csv
     from iqa_saliency.errors import ConfigError, DatasetError, WeightsUnavailableError, find_user_error
     from iqa_saliency.heap import reuse_freed_heap
     from iqa_saliency.io.atomic import atomic_write_text, check_writable, remove_temporary_files, strict_json
@@ -71,6 +75,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("Training needs a fixed input size. Set dataset.crop=224 (or another size).")
     selection = Selection.from_options(OmegaConf.to_container(cfg.dataset, resolve=True), cfg.seed,
                                        cfg.quality.checkpoint, cfg.quality.pretrained, split="all")
+    if selection.quality_scores:  # every row of the study's mos.csv readable, before any model is built
+        read_mos_csv(selection.quality_scores)
     source = instantiate(cfg.dataset.source)
     if not source.class_names:
         raise DatasetError(f"Training needs labelled images, and '{cfg.dataset.root}' has no class folders. "
@@ -207,6 +213,7 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
 
 def run() -> None:
     """Console entry point: check the output folder takes a file, then hand the command line to Hydra."""
+    main_precheck("train")  # every key (every cell of a sweep) typed and checked before anything is written
     _existed["root"] = check_output_root(sys.argv[1:])
     speed_up_hydra(hidden_groups=EVALUATE_ONLY_GROUPS)
     main()

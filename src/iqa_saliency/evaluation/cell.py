@@ -27,9 +27,9 @@ from ..heap import reuse_freed_heap
 from ..io.lock import RunLock
 from ..io.maps import check_maps_format
 from ..io.provenance import provenance
-from ..io.resume import launch_rank, start_run
+from ..io.resume import DATASET_FILE, launch_rank, start_run
 from ..io.run_writer import RunWriter
-from ..io.schema import SUMMARY
+from ..io.schema import INCOMPLETE, PER_IMAGE, SKIPPED, SUMMARY
 from ..models.classifier import FOLDER_ORDER, Classifier
 from .metrics import summarize_rows
 from .module import EvaluationModule, PairData, Preview
@@ -175,9 +175,23 @@ def run_evaluation(source: ImageSource, models: EvaluationModels, trainer: pl.Tr
     lock = RunLock(outputs.run_dir).acquire() if launch_rank() == 0 else None
     try:
         return _run_locked(source, models, trainer, cell, inputs, explain, outputs, speed or Speed(), infer)
+    except Exception as exc:
+        if lock is not None and isinstance(find_in_chain(exc, ConfigError), ConfigError):
+            _leave_no_run(Path(outputs.run_dir))
+        raise
     finally:
         if lock is not None:
             lock.release()
+
+
+def _leave_no_run(run_dir: Path) -> None:
+    """After a configuration error: a folder in which nothing was computed is not left marked as a run to resume,
+    so the corrected command runs there (rows computed earlier keep the marker and their resume)."""
+    writer = RunWriter(run_dir)
+    if (run_dir / SUMMARY).exists() or writer.read_rows(PER_IMAGE) or writer.read_rows(SKIPPED):
+        return
+    for path in [run_dir / INCOMPLETE, run_dir / DATASET_FILE, *writer.parts(PER_IMAGE), *writer.parts(SKIPPED)]:
+        path.unlink(missing_ok=True)
 
 
 def _run_locked(source: ImageSource, models: EvaluationModels, trainer: pl.Trainer, cell: Cell, inputs: Inputs,
