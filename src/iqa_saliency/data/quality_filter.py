@@ -20,16 +20,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError, DatasetError, reraise_interrupt
 from ..io.atomic import atomic_write, atomic_write_text, strict_json
+from ..io.csv_safe import SafeDictWriter, SafeWriter, restore_row
 from ..models.paq2piq import CATEGORIES, NORMALIZATIONS, PaQ2PiQ, ScoreNormalizer
 from ..models.weights import WeightsIdentity
 from ..progress import progress_bar
 from .images import prepare_image
 from .sources import ImageRecord, ImageSource
 from .splits import SubsetSource
+from .study_files import MOS_CSV_COLUMNS, mos_key, read_mos_csv  # noqa: F401  (MOS_CSV_COLUMNS: re-exported)
 
 log = logging.getLogger(__name__)
 
-MOS_CSV_COLUMNS = ("image_path", "global_score", "normalized_global_score", "category")
 FIT_EXTENSIONS = (".jpg", ".jpeg", ".bmp", ".png")  # paq2piq_standalone.py img_files_in
 # dataset.quality_score_size: the image PaQ-2-PiQ scores for the quality filter
 #   full: the decoded image at full size (as the original study scored MIT Indoor)
@@ -76,7 +77,7 @@ class QualityCache:
         self.rows: dict[tuple[str, str], dict[str, str]] = {}
         if self.path.is_file():
             with open(self.path, newline="") as fh:
-                for row in csv.DictReader(fh):
+                for row in map(restore_row, csv.DictReader(fh)):
                     self.rows[(row["image"], row["scorer"])] = row
 
     def get(self, key: tuple[str, int, int], scorer: str) -> dict[str, str] | None:
@@ -97,7 +98,7 @@ class QualityCache:
 
     def save(self) -> None:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=CACHE_COLUMNS, lineterminator="\n")
+        writer = SafeDictWriter(buf, fieldnames=CACHE_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows[k] for k in sorted(self.rows))
         atomic_write_text(self.path, buf.getvalue())
@@ -182,27 +183,6 @@ def score_source(source: ImageSource, quality: QualityLoader, cache_path: str | 
     return QualityScores(mos, normalized, [ScoreNormalizer.category(n) for n in normalized], len(todo))
 
 
-def mos_key(path: str) -> str:
-    """`<class>/<file>`: the last two components of a path with either separator (mos.csv rows, image ids)."""
-    parts = [p for p in str(path).replace("\\", "/").split("/") if p]
-    return "/".join(parts[-2:])
-
-
-def read_mos_csv(path: str | os.PathLike) -> dict[str, dict[str, str]]:
-    """The original study's mos.csv (image_path, global_score, normalized_global_score, category) keyed by
-    `<class>/<file>` (its image paths are relative to the study's working folder, possibly Windows-style)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"dataset.quality_scores='{path}' does not exist. Set it to the study's mos.csv.")
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in MOS_CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ConfigError(f"'{path}' lacks the column(s) {missing} of the study's mos.csv "
-                              f"({', '.join(MOS_CSV_COLUMNS)}). Set dataset.quality_scores to a file in that format.")
-        return {mos_key(row["image_path"]): row for row in reader}
-
-
 def scores_from_mos_csv(source: ImageSource, path: str | os.PathLike) -> QualityScores:
     """Per record of `source`: raw MOS, normalised MOS and category as the study's mos.csv gives them.
 
@@ -216,9 +196,9 @@ def scores_from_mos_csv(source: ImageSource, path: str | os.PathLike) -> Quality
         if row is None:
             raise DatasetError(f"{record.image_id} has no row in {path} (rows are matched by <class>/<file>). "
                                "Use the mos.csv written for this dataset, or unset dataset.quality_scores.")
-        mos.append(float(row["global_score"]))
-        normalized.append(float(row["normalized_global_score"]))
-        category.append(row["category"].strip())
+        mos.append(row.global_score)
+        normalized.append(row.normalized_global_score)
+        category.append(row.category)
     return QualityScores(mos, normalized, category, 0)
 
 
@@ -319,7 +299,7 @@ def write_quality_report(folder: str | os.PathLike, counts: dict[str, int], keep
                               "n_scored_now": scores.n_scored}
     atomic_write_text(folder / "quality_filter.json", strict_json(report, indent=2) + "\n")
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = SafeWriter(buf, lineterminator="\n")
     writer.writerow(["image", "label", "mos", "mos_normalized", "quality_category", "kept"])
     for r, m, n, c in zip(records, scores.mos, scores.mos_normalized, scores.category, strict=True):
         writer.writerow([r.image_id, r.label, "" if np.isnan(m) else repr(m), "" if np.isnan(n) else repr(n), c,
