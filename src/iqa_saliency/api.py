@@ -44,6 +44,7 @@ from .data.images import open_image, to_rgb
 from .data.sources import NO_LABEL, ImageRecord, ImageSource
 from .errors import ConfigError
 from .evaluation.settings import GivenModels
+from .io.csv_safe import restore_frame
 from .io.maps import read_maps
 from .io.schema import PER_IMAGE
 from .models.classifier import Classifier, NormalizedClassifier, imagenet_categories
@@ -274,7 +275,7 @@ def _evaluate_cell(overrides: Sequence[str], images: Any, labels: Sequence[int] 
 
 
 def _read_run(run_dir: Path, summary: dict[str, Any], figures_dir: Path | None = None) -> ApiResult:
-    rows = pd.read_csv(run_dir / PER_IMAGE, keep_default_na=True)
+    rows = restore_frame(pd.read_csv(run_dir / PER_IMAGE, keep_default_na=True))  # names as given (io.csv_safe)
     maps = {}
     for image_id, rel in zip(rows["image"], rows.get("maps", pd.Series([""] * len(rows))), strict=True):
         if isinstance(rel, str) and rel:  # an .npz path, or a zarr store and row (maps_format=zarr)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 from collections import defaultdict
@@ -13,6 +12,7 @@ from PIL import Image
 
 from ..errors import ConfigError, DatasetError
 from ..io.atomic import atomic_write_text
+from ..io.csv_safe import SafeWriter
 from .sources import ImageRecord, ImageSource
 
 SPLITS = ("all", "train", "val")
@@ -118,7 +118,7 @@ def split_source(source: ImageSource, split: str, val_fraction: float, seed: int
 def write_split_csv(path: str | os.PathLike, parts: Mapping[str, ImageSource]) -> None:
     """A CSV of every image with its class name and the part (e.g. train, val) it belongs to."""
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = SafeWriter(buf, lineterminator="\n")
     writer.writerow(["image", "label", "split"])
     for part, source in parts.items():
         names = source.class_names or []

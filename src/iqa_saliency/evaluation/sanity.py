@@ -8,7 +8,6 @@ A method whose maps stay similar after the whole network is random explains the 
 from __future__ import annotations
 
 import copy
-import csv
 import io
 import math
 from collections.abc import Sequence
@@ -165,9 +164,10 @@ def run_randomization(
 def write_table(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """The per-(method, step) table as CSV, written atomically."""
     from ..io.atomic import format_value
+    from ..io.csv_safe import SafeWriter
 
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = SafeWriter(buf, lineterminator="\n")
     writer.writerow(COLUMNS)
     for row in rows:
         writer.writerow([format_value(row[c]) for c in COLUMNS])

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .atomic import atomic_write, atomic_write_text, format_value, strict_json
+from .csv_safe import SafeDictWriter, SafeWriter, restore
 from .maps import maps_on_disk
 from .schema import INCOMPLETE, PER_IMAGE, PER_IMAGE_COLUMNS, SKIPPED, SKIPPED_COLUMNS, SUMMARY
 
@@ -116,7 +117,7 @@ class RunWriter:
         path = self.part_path(name)
         new = not path.exists()
         with open(path, "a", newline="") as fh:
-            writer = csv.writer(fh)
+            writer = SafeWriter(fh)  # no cell a spreadsheet would run as a formula (io.csv_safe)
             if new:
                 writer.writerow(columns)
             for row in rows:
@@ -188,7 +189,7 @@ class RunWriter:
             ordered = [rows[i] for i in sorted(rows)]
             if ordered or name == PER_IMAGE:
                 buf = io.StringIO()
-                writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+                writer = SafeDictWriter(buf, fieldnames=columns, lineterminator="\n")
                 writer.writeheader()
                 writer.writerows(ordered)
                 atomic_write_text(self.run_dir / name, buf.getvalue())
@@ -229,4 +230,4 @@ def _complete_rows(path: Path, columns: list[str]) -> list[dict[str, str]]:
     header = next(reader, None)
     if header != columns:
         return []
-    return [dict(zip(columns, r, strict=True)) for r in reader if len(r) == len(columns)]
+    return [dict(zip(columns, map(restore, r), strict=True)) for r in reader if len(r) == len(columns)]

@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from ..io.atomic import atomic_write_text, strict_json
+from ..io.csv_safe import neutralise_frame, restore_frame
 from ..io.schema import PER_IMAGE, SUMMARY
 from ..models.weights import UNTRAINED
 from . import change
@@ -95,7 +96,7 @@ def load_cells(sweep_dir: str | os.PathLike) -> list[Cell]:
         hidden = any(part.startswith(".") for part in run.relative_to(sweep_dir).parts)
         if (run / PER_IMAGE).is_file() and not hidden:
             cells.append(Cell(run, json.loads(summary_path.read_text()),
-                              pd.read_csv(run / PER_IMAGE, keep_default_na=True)))
+                              restore_frame(pd.read_csv(run / PER_IMAGE, keep_default_na=True))))
     return cells
 
 
@@ -268,7 +269,7 @@ def _write_report(sweep_dir: Path, n_boot: int, seed: int, images: Sequence[str]
     if not cells:
         raise FileNotFoundError(f"No complete cell (summary.json + per_image.csv) under {sweep_dir}.")
     summary = summarize_cells(cells, n_boot=n_boot, seed=seed)
-    atomic_write_text(sweep_dir / "summary.csv", summary.to_csv(index=False))
+    atomic_write_text(sweep_dir / "summary.csv", neutralise_frame(summary).to_csv(index=False))
     fig_dir = sweep_dir / "report_figures"
     curves = with_clean_points(summary)
     y_acc = "acc_top1" if summary["acc_top1"].notna().any() else "flip_rate"
@@ -276,10 +277,10 @@ def _write_report(sweep_dir: Path, n_boot: int, seed: int, images: Sequence[str]
     flip_correlation = correlation_across_cells(summary, "mos_mean", "flip_rate")
     ce_table, mce = errors_by_classifier(summary, cells)
     if not ce_table.empty:
-        atomic_write_text(sweep_dir / "corruption_errors.csv", ce_table.to_csv(index=False))
+        atomic_write_text(sweep_dir / "corruption_errors.csv", neutralise_frame(ce_table).to_csv(index=False))
     events = change.first_events(cells)
     agreement = change.event_agreement(events)
-    atomic_write_text(sweep_dir / "first_events.csv", events.to_csv(index=False))
+    atomic_write_text(sweep_dir / "first_events.csv", neutralise_frame(events).to_csv(index=False))
     figures = {
         "change": figs.change_curves(curves, style.path(fig_dir, "change")),
         "per_corruption": figs.per_corruption_panels(curves, fig_dir, y_acc, style),
@@ -336,7 +337,7 @@ def log_report_to_wandb(sweep_dir: Path, cells: Sequence[Cell]) -> None:
                      name=f"{sweep_dir.name}-report", dir=str(sweep_dir),
                      mode="offline" if logger_cfg.get("offline", True) else "online", reinit="finish_previous",
                      config={"sweep_dir": str(sweep_dir), "n_cells": len(cells)})
-    summary = pd.read_csv(sweep_dir / "summary.csv")
+    summary = restore_frame(pd.read_csv(sweep_dir / "summary.csv"))
     # undefined values (accuracy without labels, ...) as None: wandb would write NaN into the table's JSON file
     logged: dict[str, Any] = {"summary": wandb.Table(dataframe=summary.astype(object).where(summary.notna(), None))}
     curves = with_clean_points(summary)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import UserError
+from ..io.csv_safe import restore_frame
 from .published import packaged_curves
 from .table import EXPLAINED, FAIL, NOT_RUN, PASS, Row
 
@@ -32,7 +33,7 @@ def _lookup(summary: pd.DataFrame, corruption: str, severity: int, column: str) 
 
 def curve_rows(summary_csv: Path) -> list[Row]:
     """One row per published curve point, its source figure named."""
-    summary = pd.read_csv(summary_csv)
+    summary = restore_frame(pd.read_csv(summary_csv))
     missing = {"corruption", "severity"} - set(summary.columns)
     if missing:
         raise UserError(f"'{summary_csv}' has no {sorted(missing)} column: not a sweep summary. Point --sweep at a "

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..io.atomic import atomic_write_text
+from ..io.csv_safe import SafeDictWriter
 
 PASS = "pass"
 FAIL = "FAIL"
@@ -39,7 +39,7 @@ def write_table(rows: list[Row], out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     names = [f.name for f in fields(Row)]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, names, lineterminator="\n")
+    writer = SafeDictWriter(buf, names, lineterminator="\n")  # no cell a spreadsheet runs (io.csv_safe)
     writer.writeheader()
     writer.writerows(asdict(r) for r in rows)
     csv_path, md_path = out_dir / "verify.csv", out_dir / "verify.md"
