@@ -21,6 +21,15 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 NO_LABEL = -1
 
 
+def text_id(name: str) -> str:
+    """A file name as valid Unicode text, the form image ids and class names take in every output: bytes that
+    are not UTF-8 (which Python keeps as surrogate escapes) become `\\xNN`; the file is still read by its path."""
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     """One image of a source: a stable id, its label index (-1 if none) and where it lives."""
@@ -131,8 +140,8 @@ class ImageFolder(ImageSource):
         listings = {d: walker.walk(d) for d in subdirs}
         class_dirs = [d for d in subdirs if listings[d].images]
         if class_dirs and not top.images:
-            self.class_names = [d.name for d in class_dirs]
-            self.records = [ImageRecord(p.relative_to(self.root).as_posix(), label, str(p))
+            self.class_names = [text_id(d.name) for d in class_dirs]
+            self.records = [ImageRecord(text_id(p.relative_to(self.root).as_posix()), label, str(p))
                             for label, d in enumerate(class_dirs) for p in listings[d].images]
             for listing in listings.values():
                 top.unusable.update(listing.unusable)
@@ -142,12 +151,14 @@ class ImageFolder(ImageSource):
                             "the subfolders are ignored. To use the subfolders as classes, move the top-level "
                             "images into them.", self.root, ", ".join(d.name for d in class_dirs[:5]))
             self.class_names = None
-            self.records = [ImageRecord(p.name, NO_LABEL, str(p)) for p in top.images]
+            self.records = [ImageRecord(text_id(p.name), NO_LABEL, str(p)) for p in top.images]
         # entries that cannot be used are records too, so they reach skipped.csv with their reason
-        self.unusable = {p.relative_to(self.root).as_posix(): reason for p, reason in sorted(top.unusable.items())}
-        for image_id, reason in self.unusable.items():
+        unusable = [(text_id(p.relative_to(self.root).as_posix()), p, reason)
+                    for p, reason in sorted(top.unusable.items())]
+        self.unusable = {image_id: reason for image_id, _, reason in unusable}
+        for image_id, _, reason in unusable:
             log.warning("%s/%s: %s; listed in skipped.csv.", self.root, image_id, reason)
-        self.records += [ImageRecord(image_id, NO_LABEL, str(self.root / image_id)) for image_id in self.unusable]
+        self.records += [ImageRecord(image_id, NO_LABEL, str(path)) for image_id, path, _ in unusable]
         if not any(r.image_id not in self.unusable for r in self.records):
             raise DatasetError(
                 f"No images ({', '.join(exts)}) found under '{self.root}'. Point dataset.root at a folder of images."

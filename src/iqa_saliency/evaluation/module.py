@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -92,9 +93,17 @@ def _with_explainer(model: torch.nn.Module, factory: Callable[[torch.nn.Module],
     return model.eval(), factory(model)
 
 
+NAME_BYTES = 160  # of an id in a file name; with the index, suffix and a temporary name's extras well below 255
+
+
 def safe_name(image_id: str) -> str:
-    """A file-name-safe form of an image id."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)
+    """A file-name-safe form of an image id, at most NAME_BYTES + 11 bytes: a longer one is cut and a digest of the
+    whole id appended (the file system's 255-byte limit also has to hold the temporary name of an atomic write)."""
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)
+    if len(name.encode()) > NAME_BYTES:
+        digest = hashlib.sha1(image_id.encode("utf-8", "backslashreplace")).hexdigest()[:10]
+        name = f"{name.encode()[:NAME_BYTES].decode(errors='ignore')}-{digest}"
+    return name
 
 
 class EvaluationModule(pl.LightningModule):
