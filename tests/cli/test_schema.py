@@ -164,10 +164,15 @@ def test_open_groups_take_a_constructors_other_arguments(composed):
     ("dataset.corrupt_at", "full-size", "Did you mean full_size"), ("dataset.crop", 0, "at least 1"),
     ("dataset.crop", -10, "at least 1"), ("dataset.crop", "abc", "whole number"), ("dataset.crop", 100.5, "whole"),
     ("dataset.resize", 0, "at least 1"), ("save_maps", "no", "true or false"), ("figures", "abc", "whole number"),
-    ("dataset.quality_filter", ["good"], "Good"), ("dataset.val_fraction", 1.0, "below 1"),
+    ("dataset.quality_filter", ["great"], "Good"), ("dataset.val_fraction", 1.0, "below 1"),
 ])
 def test_the_issues_cases(composed, key, value, needle):
     assert needle in _refused(_set(composed("evaluate", "dataset=folder"), key, value), "evaluate", key)
+
+
+def test_categories_in_any_case_are_the_categories(composed):
+    check_config(_set(composed("evaluate", "dataset=folder"), "dataset.quality_filter", ["good", "EXCELLENT"]),
+                 "evaluate")
 
 
 def test_paths_that_cannot_be_what_the_key_needs(composed, tmp_path):

@@ -42,6 +42,7 @@ class Spec:
     want: str
     accepts: Callable[[Any], bool]
     example: str = ""
+    explain: Callable[[str, Any], str] | None = None  # a message of its own for a refused value
 
     def __or__(self, other: Spec) -> Spec:
         return Spec(f"{self.want}, or {other.want}", lambda v: self.accepts(v) or other.accepts(v),
@@ -121,8 +122,12 @@ FILE_PATH = Spec("a file path (not a folder)", lambda v: isinstance(v, str) and 
     v).is_dir(), "PATH")
 HEX = Spec("a sha256 digest or a prefix of it (hex text, quoted if all digits)",
            lambda v: isinstance(v, str) and 1 <= len(v) <= 64 and all(c in "0123456789abcdefABCDEF" for c in v),
-           "\"'0123abcd'\"")
+           "\"'0123abcd'\"",
+           lambda key, v: f"{key}={v!r} was read as a number, not as hex text (Hydra parses digits-only values as "
+           f"numbers). Quote it: {key}=\"'{v}'\" (or give more of the digest)." if _int(v) else "")
 SIZE = Int(1, example="224") | NULL
+CATEGORY = Spec("one of: " + ", ".join(CATEGORIES) + " (any case)",
+                lambda v: isinstance(v, str) and v.lower() in {c.lower() for c in CATEGORIES}, "Good")
 
 # ------------------------------------------------------------------------------------------------- the key table
 # Every key a config of the groups can hold (the union over a group's choices); `group.*` marks a group whose extra
@@ -136,7 +141,10 @@ DATASET = {
     "batch_size": POSITIVE, "num_workers": Int(0) | Choice("auto"),
     "split": Choice("all", "train", "val"), "split_method": Choice("project", "study"),
     "val_fraction": Num(0, 1, open_lo=True, open_hi=True, example="0.2"), "split_seed": SEED,
-    "quality_filter": ListOf(Choice(*CATEGORIES)) | NULL, "quality_cache": FILE_PATH,
+    "quality_filter": Spec("a list of quality categories, or null", (ListOf(CATEGORY) | NULL).accepts, "[Good]",
+                           lambda key, v: f"Unknown quality category {[c for c in v if not CATEGORY.accepts(c)]} "
+                           f"in {key}. Use names from {list(CATEGORIES)}, e.g. {key}=[Good,Excellent]."
+                           if isinstance(v, list) else ""), "quality_cache": FILE_PATH,
     "quality_scores": EXISTING_FILE | NULL, "quality_score_size": Choice("eval", "full"),
 }
 CLASSIFIER = {
@@ -166,8 +174,13 @@ CHECK = {"name": Choice("randomization"), "methods": ListOf(TEXT) | NULL, "layer
          "max_images": POSITIVE, "flag_spearman": Num(0, 1, example="0.5")}
 COMMON = {"task_name": TEXT, "seed": SEED, "pretrained": BOOL, "paths.output_dir": TEXT}
 EVALUATE = {
-    **COMMON, "corruption": Choice(*CORRUPTIONS),
-    "severity": Spec("a whole number from 0 (clean) to 5", Int(0, 5).accepts, "2"), "allow_untrained_fallback": BOOL,
+    **COMMON,
+    "corruption": Spec("one of: " + ", ".join(CORRUPTIONS), Choice(*CORRUPTIONS).accepts, "motion_blur",
+                       lambda key, v: f"Unknown corruption '{v}'.{suggest(v, CORRUPTIONS)} Use one of: "
+                       f"{', '.join(CORRUPTIONS)}."),
+    "severity": Spec("a whole number from 0 (clean) to 5", Int(0, 5).accepts, "2",
+                     lambda key, v: f"Severity {v!r} is out of range ({key}={v!r}). Use an integer from 0 (clean) "
+                     "to 5."), "allow_untrained_fallback": BOOL,
     "figures": Int(0, example="8"), "save_maps": BOOL, "maps_format": Choice("npz", "zarr"),
     "corruption_backend": Choice("numpy", "torch"), "resume": BOOL, "clean_cache": Choice("auto") | NULL | FOLDER,
     "channels_last": BOOL, "fold_batchnorm": BOOL, "corruption_cache": FOLDER | NULL,
@@ -279,6 +292,8 @@ def suggest(word: str, choices: Any) -> str:
 
 
 def _refuse(key: str, value: Any, spec: Spec) -> ConfigError:
+    if spec.explain is not None and spec.explain(key, value):
+        return ConfigError(spec.explain(key, value))
     choices = spec.want.split("one of: ", 1)[1].split(", or ")[0].split(", ") if "one of: " in spec.want else []
     hint = suggest(value, choices) if isinstance(value, str) and choices else ""
     example = f" (e.g. {key}={spec.example})" if spec.example and not choices else ""
@@ -329,7 +344,7 @@ def check_config(cfg: DictConfig, task: str) -> None:
             method = value(OPTION_NODES[parent])
             name = key.rsplit(".", 1)[-1]
             opts = [k.rsplit(".", 1)[-1] for k in table if k.startswith(parent + ".")]
-            raise ConfigError(f"{method} has no option '{name}'.{suggest(name, opts)} Use {parent} keys from: "
+            raise ConfigError(f"{method} has no option {name}.{suggest(name, opts)} Use {parent} keys from: "
                               f"{', '.join(opts) or '(none)'}.")
         if key in known or key.split(".")[0] in OPEN_GROUPS:
             continue
