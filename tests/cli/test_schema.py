@@ -216,6 +216,9 @@ def test_restated_choices_are_the_librarys():
     assert set(schema.CATEGORIES) == set(CATEGORIES) and set(schema.SAMPLES) == set(SAMPLE_IMAGES)
     assert {v for v in REDUCTIONS if schema.OPTIONS["reduce"].accepts(v)} == set(REDUCTIONS)
     assert {v for v in BASELINES if schema.OPTIONS["baseline"].accepts(v)} == set(BASELINES)
+    from iqa_saliency.attribution.rollout import HEAD_FUSIONS
+
+    assert {v for v in ["x", *HEAD_FUSIONS] if schema.OPTIONS["head_fusion"].accepts(v)} == set(HEAD_FUSIONS)
 
 
 def test_the_schema_imports_nothing_heavy():

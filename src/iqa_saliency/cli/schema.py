@@ -209,6 +209,7 @@ OPTIONS = {
     "n_steps": POSITIVE, "internal_batch_size": POSITIVE, "n_samples": POSITIVE,
     "stdevs": Num(0, open_lo=True, example="0.15"), "nt_samples": POSITIVE, "nt_samples_batch_size": POSITIVE,
     "window": POSITIVE, "stride": POSITIVE, "perturbations_per_eval": POSITIVE, "seed": SEED,
+    "head_fusion": Choice("mean", "max", "min"),
 }
 METHOD_OPTIONS = {"gradient_shap": {"baseline": Choice("black", "mean")}}  # narrower than OPTIONS for one method
 OPTION_NODES = {"attribution.options": "attribution.name", "similarity.quality_saliency_options":
