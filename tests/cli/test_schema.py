@@ -165,6 +165,7 @@ def test_open_groups_take_a_constructors_other_arguments(composed):
     ("dataset.crop", -10, "at least 1"), ("dataset.crop", "abc", "whole number"), ("dataset.crop", 100.5, "whole"),
     ("dataset.resize", 0, "at least 1"), ("save_maps", "no", "true or false"), ("figures", "abc", "whole number"),
     ("dataset.quality_filter", ["great"], "Good"), ("dataset.val_fraction", 1.0, "below 1"),
+    ("quality.sha256", 7916, "read as a number"), ("severity", 7, "0 (clean) to 5"),
 ])
 def test_the_issues_cases(composed, key, value, needle):
     assert needle in _refused(_set(composed("evaluate", "dataset=folder"), key, value), "evaluate", key)

@@ -46,7 +46,7 @@ class Spec:
 
     def __or__(self, other: Spec) -> Spec:
         return Spec(f"{self.want}, or {other.want}", lambda v: self.accepts(v) or other.accepts(v),
-                    self.example or other.example)
+                    self.example or other.example, self.explain or other.explain)
 
 
 def _int(v: Any) -> bool:
