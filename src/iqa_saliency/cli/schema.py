@@ -152,9 +152,10 @@ CLASSIFIER = {
     "num_classes": POSITIVE | NULL, "pretrained": BOOL, "seed": SEED,
 }
 QUALITY = {
-    "_target_": TEXT, "checkpoint": TEXT, "sha256": HEX | NULL, "pretrained": BOOL, "seed": SEED,
+    "_target_": TEXT, "checkpoint": TEXT | NULL, "sha256": HEX | NULL, "pretrained": BOOL, "seed": SEED,
     "normalization.name": Choice("study_defaults", "fit", "official"), "normalization.fit_dir": EXISTING_DIR | NULL,
     "normalization.cache": FILE_PATH,
+    "metric": TEXT, "map_method": TEXT,  # quality=pyiqa (its metric names come from pyiqa, checked when it loads)
 }
 ATTRIBUTION = {"name": TEXT, "target": Choice("pred", "label")}  # options.*: per method, below
 LOGGER = {
@@ -184,9 +185,10 @@ EVALUATE = {
     "figures": Int(0, example="8"), "save_maps": BOOL, "maps_format": Choice("npz", "zarr"),
     "corruption_backend": Choice("numpy", "torch"), "resume": BOOL, "clean_cache": Choice("auto") | NULL | FOLDER,
     "channels_last": BOOL, "fold_batchnorm": BOOL, "corruption_cache": FOLDER | NULL,
+    "progress_interval": Num(0, open_lo=True, example="30"), "print_summary": BOOL,
 }
 TRAIN = {
-    **COMMON, "ckpt_path": TEXT | NULL, "epochs": POSITIVE, "label_smoothing": Num(0, 1, open_hi=True, example="0.1"),
+    **COMMON, "allow_untrained_fallback": BOOL, "ckpt_path": TEXT | NULL, "epochs": POSITIVE, "label_smoothing": Num(0, 1, open_hi=True, example="0.1"),
     "augment": BOOL, "optimizer.name": Choice("sgd", "adamw"), "optimizer.lr": Num(0, open_lo=True, example="0.01"),
     "optimizer.momentum": Num(0, 1, open_hi=True, example="0.9"), "optimizer.nesterov": BOOL,
     "optimizer.weight_decay": Num(0, example="1e-4"), "scheduler.name": Choice("cosine", "step", "none"),
