@@ -188,7 +188,8 @@ EVALUATE = {
     "progress_interval": Num(0, open_lo=True, example="30"), "print_summary": BOOL,
 }
 TRAIN = {
-    **COMMON, "allow_untrained_fallback": BOOL, "ckpt_path": TEXT | NULL, "epochs": POSITIVE, "label_smoothing": Num(0, 1, open_hi=True, example="0.1"),
+    **COMMON, "allow_untrained_fallback": BOOL, "ckpt_path": TEXT | NULL,
+    "epochs": POSITIVE, "label_smoothing": Num(0, 1, open_hi=True, example="0.1"),
     "augment": BOOL, "optimizer.name": Choice("sgd", "adamw"), "optimizer.lr": Num(0, open_lo=True, example="0.01"),
     "optimizer.momentum": Num(0, 1, open_hi=True, example="0.9"), "optimizer.nesterov": BOOL,
     "optimizer.weight_decay": Num(0, example="1e-4"), "scheduler.name": Choice("cosine", "step", "none"),
