@@ -214,6 +214,9 @@ def test_restated_choices_are_the_librarys():
     assert choices("dataset.decode") == set(DECODE_MODES) and choices("similarity.quality_map") == set(QUALITY_MAPS)
     assert choices("dataset.split") == set(SPLITS) and choices("dataset.split_method") == set(SPLIT_METHODS)
     assert choices("quality.normalization.name") == set(NORMALIZATIONS)
+    from iqa_saliency.report.style import FIGURE_FORMATS
+
+    assert choices("report.format") == set(FIGURE_FORMATS)
     assert set(schema.CATEGORIES) == set(CATEGORIES) and set(schema.SAMPLES) == set(SAMPLE_IMAGES)
     assert {v for v in REDUCTIONS if schema.OPTIONS["reduce"].accepts(v)} == set(REDUCTIONS)
     assert {v for v in BASELINES if schema.OPTIONS["baseline"].accepts(v)} == set(BASELINES)

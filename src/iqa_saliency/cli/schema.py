@@ -186,6 +186,8 @@ EVALUATE = {
     "corruption_backend": Choice("numpy", "torch"), "resume": BOOL, "clean_cache": Choice("auto") | NULL | FOLDER,
     "channels_last": BOOL, "fold_batchnorm": BOOL, "corruption_cache": FOLDER | NULL,
     "progress_interval": Num(0, open_lo=True, example="30"), "print_summary": BOOL,
+    "report.format": Choice("png", "pdf", "svg"), "report.dpi": POSITIVE, "report.study_figures": BOOL,
+    "report.study_image": Int(0) | TEXT, "report.study_severity": Int(1, 5),
 }
 TRAIN = {
     **COMMON, "allow_untrained_fallback": BOOL, "ckpt_path": TEXT | NULL,
