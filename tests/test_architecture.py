@@ -12,7 +12,7 @@ from helpers.cli import ROOT
 PACKAGE = ROOT / "src" / "iqa_saliency"
 # lower layers first; a package may import its own layer and the ones before it
 LAYERS = [
-    {"errors", "heap", "progress"},
+    {"errors", "heap", "progress", "profiling"},
     {"io"},
     {"models", "corruption", "attribution"},
     {"caches", "report"},

@@ -6,6 +6,7 @@ import gc
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from .. import profiling
 from ..corruption import CLEAN, SEVERITIES, check_corruption, corruption_names
 from ..errors import exit_on_user_error
 from . import CONFIG_PATH
@@ -207,7 +209,8 @@ def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, s
     from .runtime import keep_wandb_inside, wandb_staging_in
 
     resolve_num_workers(cfg.dataset.num_workers)  # a bad value stops here, before any model is loaded
-    source = instantiate(cfg.dataset.source) if source is None else source
+    with profiling.stage("dataset listing + selection"):
+        source = instantiate(cfg.dataset.source) if source is None else source
     selection = Selection.from_options(OmegaConf.to_container(cfg.dataset, resolve=True), cfg.seed,
                                        cfg.quality.checkpoint, cfg.quality.pretrained)
     if selection.split != "all":
@@ -216,9 +219,11 @@ def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, s
         from ..data.study_files import read_mos_csv
 
         read_mos_csv(selection.quality_scores)
-    models = load_models(cfg, selection, given)
-    source = select_images(source, selection, quality=lambda: (models.quality, models.quality_weights),
-                           report_dir=run_dir, resize=cfg.dataset.resize, crop=cfg.dataset.crop)
+    with profiling.stage("model builds + weight loads"):
+        models = load_models(cfg, selection, given)
+    with profiling.stage("dataset listing + selection"):
+        source = select_images(source, selection, quality=lambda: (models.quality, models.quality_weights),
+                               report_dir=run_dir, resize=cfg.dataset.resize, crop=cfg.dataset.crop)
     logger = None
     if cfg.logger and "_target_" in cfg.logger:
         if "WandbLogger" in str(cfg.logger._target_):  # wandb's cache and artifacts in the run's or sweep's folder,
@@ -229,8 +234,9 @@ def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, s
     clean_cache_dir = cfg.clean_cache
     if clean_cache_dir == "auto":  # a sweep shares one clean pass between its cells
         clean_cache_dir = str(Path(sweep_dir) / ".clean_cache") if sweep_dir else None
-    trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False,
-                          callbacks=progress_callbacks(cfg))
+    with profiling.stage("Trainer set-up"):
+        trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False,
+                              callbacks=progress_callbacks(cfg))
     cell, inputs, outputs, speed = settings(cfg, run_dir, clean_cache_dir, trainer.num_devices,
                                             resume_command)
     try:
@@ -317,6 +323,8 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
     """The Hydra job: one cell, or the randomisation check with +check=randomization."""
     # SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: rows on disk stay, the folder is marked INCOMPLETE.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    profiling.set_cell(f"{cfg.get('corruption')}-s{cfg.get('severity')}")
+    started = time.perf_counter()
     quiet_known_warnings()
     show_progress(cfg.trainer.get("enable_progress_bar", True))
     run_dir = HydraConfig.get().runtime.output_dir
@@ -337,11 +345,15 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
     finally:
         # The finished cell's trainer, module and models are held in reference cycles (Lightning's own): freed
         # now, not whenever the collector runs, so a sweep's next cell in this process does not carry them.
-        gc.collect()
+        with profiling.stage("freeing the finished cell"):
+            gc.collect()
+        profiling.add("cell", time.perf_counter() - started)
+        profiling.set_cell(profiling.OUTSIDE)
 
 
 def run() -> None:
     """Console entry point: check a given output folder, then hand the command line to Hydra."""
+    profiling.mark("entry")  # process start + imports end here (benchmarks.profile)
     main_precheck("evaluate")  # every key (every cell of a sweep) typed and checked before anything is written
     # also a full disk or a read-only default folder, before Hydra writes there
     _existed["root"] = check_output_root(sys.argv[1:])

@@ -22,6 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from .. import profiling
 from ..io.atomic import atomic_write_text, strict_json
 from ..io.schema import SUMMARY
 from ..progress import format_eta
@@ -110,9 +111,10 @@ class SweepReportCallback(Callback):
 
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            path = write_report(sweep_dir, style=FigureStyle.from_config(config.get("report")),
-                                study=StudyFigures.from_config(config.get("report")))
-            log_report_to_wandb(sweep_dir, load_cells(sweep_dir))
+            with profiling.stage("sweep report + figures"):
+                path = write_report(sweep_dir, style=FigureStyle.from_config(config.get("report")),
+                                    study=StudyFigures.from_config(config.get("report")))
+                log_report_to_wandb(sweep_dir, load_cells(sweep_dir))
             log.info("Sweep report: %s", path)
             if config.get("print_summary", True):
                 from ..report.console import sweep_table

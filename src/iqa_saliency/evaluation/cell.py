@@ -14,6 +14,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from .. import profiling
 from ..caches.clean import CleanCache
 from ..caches.corruption import CachedCorruption, torch_backend_id
 from ..corruption import apply_corruption
@@ -197,6 +198,7 @@ def _leave_no_run(run_dir: Path) -> None:
 def _run_locked(source: ImageSource, models: EvaluationModels, trainer: pl.Trainer, cell: Cell, inputs: Inputs,
                 explain: Explanation, outputs: Outputs, speed: Speed, infer: Inference | None) -> EvaluationResult:
     started = time.time()
+    set_up = time.perf_counter()
     run_dir, config = Path(outputs.run_dir), outputs.config
     if outputs.resume and (run_dir / SUMMARY).exists():
         log.info("%s already holds a complete run; nothing to do.", run_dir)
@@ -224,10 +226,13 @@ def _run_locked(source: ImageSource, models: EvaluationModels, trainer: pl.Train
     data = PairData(dataset, batch_size=inputs.batch_size, num_workers=inputs.num_workers,
                     pin_memory=trainer.accelerator.__class__.__name__ != "CPUAccelerator", batches=batches)
     pl.seed_everything(cell.seed, workers=True, verbose=False)
+    profiling.add("run start: labels, run folder, caches, module", time.perf_counter() - set_up)
     try:
-        if todo:
-            trainer.test(module, datamodule=data, verbose=False)
-        writer.wait()
+        with profiling.stage("Lightning test loop"):
+            if todo:
+                trainer.test(module, datamodule=data, verbose=False)
+        with profiling.stage("waiting for background writes"):
+            writer.wait()
         trainer.strategy.barrier()
     except BaseException as exc:  # Ctrl-C, SIGTERM (see cli.evaluate) or an error: keep what was computed
         with contextlib.suppress(Exception):
@@ -246,10 +251,12 @@ def _run_locked(source: ImageSource, models: EvaluationModels, trainer: pl.Train
         raise
     finally:
         writer.close()  # its threads would otherwise outlive the run: 4 more per cell in a sweep's process
+    module.report_profile()
     if not trainer.is_global_zero:
         return EvaluationResult({}, [])
     world = trainer.world_size
-    rows, skipped = writer.merge(world)
+    with profiling.stage("merge rows + summary"):
+        rows, skipped = writer.merge(world)
     for row in skipped:
         log.warning("Skipped %s: %s", row["image"], row["reason"])
     if not rows:
@@ -293,6 +300,7 @@ def _run_locked(source: ImageSource, models: EvaluationModels, trainer: pl.Train
         "provenance": provenance(),
         "config": config or {},
     }
-    writer.write_summary(summary)
-    writer.remove_parts(world)
+    with profiling.stage("merge rows + summary"):
+        writer.write_summary(summary)
+        writer.remove_parts(world)
     return EvaluationResult(summary, module.previews)

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .. import profiling
 from ..caches.clean import CLEAN_FIELDS, CleanCache
 from ..caches.corruption import CachedCorruption, torch_backend_id
 from ..corruption import is_clean
@@ -135,6 +136,10 @@ class EvaluationModule(pl.LightningModule):
         self.corruption_seconds = 0.0  # wall time corrupting on the device (corruption_backend=torch)
         self.zarr_maps: ZarrMaps | None = None  # maps_format=zarr: this process's store
         self.corruption_cache: CachedCorruption | None = None
+        # where the test loop's wall time goes (profiling): waiting for the workers, the steps, their writing
+        self.step_seconds = {"waiting for data (workers: decode, corrupt)": 0.0, "step": 0.0,
+                             "writing: rows, maps queued (main process)": 0.0, "figures": 0.0}
+        self._last_batch_end = 0.0
 
     def on_test_start(self) -> None:
         self.writer.rank = self.global_rank
@@ -147,6 +152,26 @@ class EvaluationModule(pl.LightningModule):
         if self.speed.channels_last:
             self.quality.to(memory_format=torch.channels_last)
             self.classifier.to(memory_format=torch.channels_last)
+
+    def on_test_epoch_start(self) -> None:
+        self._last_batch_end = time.perf_counter()
+
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        now = time.perf_counter()
+        self.step_seconds["waiting for data (workers: decode, corrupt)"] += now - self._last_batch_end
+        self._last_batch_end = now
+
+    def on_test_batch_end(self, *args: Any) -> None:
+        now = time.perf_counter()
+        self.step_seconds["step"] += now - self._last_batch_end
+        self._last_batch_end = now
+
+    def report_profile(self) -> None:
+        """Add this run's model, corruption and test-loop times to the process's profile (iqa_saliency.profiling)."""
+        profiling.add("model compute (quality, classifier, attribution)", self.model_seconds)
+        profiling.add("corruption in the step (torch backend)", self.corruption_seconds)
+        for name, seconds in self.step_seconds.items():
+            profiling.add(name, seconds)
 
     def test_step(self, batch: dict[str, list[dict[str, Any]]], batch_idx: int) -> None:
         self.writer.append_skipped(
@@ -245,7 +270,9 @@ class EvaluationModule(pl.LightningModule):
         extra_maps = {"quality_map_clean": q_clean, "attribution_clean": attr_clean}
         if qattr is not None:
             extra_maps["quality_attribution"] = qattr
+        started = time.perf_counter()
         self._write(items, corrupted, values, pred_c, clean_pred, qmap, attr_corr, extra_maps)
+        self.step_seconds["writing: rows, maps queued (main process)"] += time.perf_counter() - started
 
     def _corrupted(self, group: dict[str, Any]) -> torch.Tensor:
         """The group's corrupted uint8 images: as the workers made them, or corrupted here, on the device, with
@@ -357,6 +384,13 @@ class EvaluationModule(pl.LightningModule):
         self.writer.commit_rows(rows)  # appended once the files above are on disk
 
     def _figure(self, stem: str, image: np.ndarray, qmap: np.ndarray, attr: np.ndarray, row: dict) -> None:
+        started = time.perf_counter()
+        self._draw_figure(stem, image, qmap, attr, row)
+        seconds = time.perf_counter() - started
+        self.step_seconds["figures"] += seconds
+        self.step_seconds["writing: rows, maps queued (main process)"] -= seconds  # _write's time holds it
+
+    def _draw_figure(self, stem: str, image: np.ndarray, qmap: np.ndarray, attr: np.ndarray, row: dict) -> None:
         c, quality_map = self.cell, self.explain.quality_map
         cell = "clean" if is_clean(c.corruption, c.severity) else f"{c.corruption} s{c.severity}"
         cc = "CC" if quality_map == "raw" else f"CC ({quality_map})"
