@@ -36,22 +36,25 @@ bench-cpu: $(STAMP)
 bench-scaling: $(STAMP)
 	$(PY) -m benchmarks.pipeline --scaling --scaling-images 100,1000,5000 --scaling-sizes 224,512,1024 --scaling-size-images 24 --batch-size 16 --workers 2 --corruption brightness --severity 1 --out $(BENCH_OUT)/cpu_scaling.json
 
-# The GPU check (about 5 minutes on one GPU, meant to stay under 8): every test marked `cuda` (nvJPEG, cuFFT,
+# The GPU check (about 6 minutes on one GPU, meant to stay under 8): every test marked `cuda` (nvJPEG, cuFFT,
 # grid_sample corruption ports, attribution and similarity on the device; IQA_REQUIRE_CUDA=1 turns a missing device
 # into failures), then the GPU table of BENCHMARKS.md (fp32, bf16 + channels_last, the corruption backends, the bf16
-# deviation), JSON under $(BENCH_OUT)/gpu-check-$(DEVICE)/. On a GPU machine with any Python that has the package
-# installed: make gpu-check PY=python. DEVICE=cpu runs the same commands on a few images (CI: .ci/run), so a
-# renamed file or option fails there first (tests/bench/test_gpu_check.py checks what they name).
+# deviation) and the sweep profile that benchmarks.plan reads, JSON under $(BENCH_OUT)/gpu-check-$(DEVICE)/.
+# On a GPU machine with any Python that has the package installed: make gpu-check PY=python. DEVICE=cpu runs the
+# same commands on a few images (CI: .ci/run), so a renamed file or option fails there first
+# (tests/bench/test_gpu_check.py checks what they name).
 DEVICE ?= cuda
 GPU_CHECK_OUT := $(BENCH_OUT)/gpu-check-$(DEVICE)
 ifeq ($(DEVICE),cpu)
 GPU_CHECK_REQUIRE := 0
 GPU_CHECK_RUN := --images 8 --baseline-images 2 --batch-size 4 --workers 1
 GPU_CHECK_SMALL := --images 4 --batch-size 4 --workers 1
+GPU_CHECK_PROFILE := --images 4 --severities 0,1
 else
 GPU_CHECK_REQUIRE := 1
 GPU_CHECK_RUN := --images 2048 --baseline-images 96 --batch-size 256 --workers 16
 GPU_CHECK_SMALL := --images 512 --batch-size 128 --workers 8
+GPU_CHECK_PROFILE := --images 1024 --override dataset.batch_size=256
 endif
 # the default virtual environment is made first; PY=python uses whatever is installed
 gpu-check: $(if $(filter $(VENV)/bin/python,$(PY)),$(STAMP))
@@ -60,6 +63,7 @@ gpu-check: $(if $(filter $(VENV)/bin/python,$(PY)),$(STAMP))
 	$(PY) -m benchmarks.pipeline --device $(DEVICE) $(GPU_CHECK_RUN) --bf16 --channels-last --out $(GPU_CHECK_OUT)/bf16_channels_last.json
 	$(PY) -m benchmarks.pipeline --device $(DEVICE) --compare-backends --corruption contrast $(GPU_CHECK_SMALL) --out $(GPU_CHECK_OUT)/backends.json
 	$(PY) -m benchmarks.pipeline --device $(DEVICE) --compare-bf16 $(GPU_CHECK_SMALL) --out $(GPU_CHECK_OUT)/bf16_deviation.json
+	$(PY) -m benchmarks.profile --device $(DEVICE) $(GPU_CHECK_PROFILE) --out $(GPU_CHECK_OUT)/profile.json
 
 # A single-node Slurm cluster on this machine, all state in $(SLURM_DIR) (needs root; see docs/slurm.md).
 SLURM_DIR ?= /tmp/iqa-slurm
