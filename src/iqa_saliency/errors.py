@@ -15,6 +15,10 @@ class ConfigError(UserError):
     """An invalid configuration value."""
 
 
+class InputError(ConfigError, ValueError):
+    """An input the Python API cannot evaluate right (pixels out of range, NaN, a label the classifier lacks)."""
+
+
 class WeightsUnavailableError(UserError):
     """Model weights are neither cached nor downloadable."""
 

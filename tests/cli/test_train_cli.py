@@ -21,6 +21,7 @@ from iqa_saliency.models.classifier import load_classifier
 COLOURS = {"blue": (40, 60, 200), "green": (40, 180, 60), "red": (200, 40, 40)}
 SMALL = ["pretrained=false", "logger=csv", "trainer.enable_progress_bar=false", "dataset.resize=40",
          "dataset.crop=32", "dataset.batch_size=8", "dataset.num_workers=0", "dataset.val_fraction=0.25"]
+EVAL = "attribution=saliency"  # at 32 px ResNet18's layer4 is 1x1: Grad-CAM there is refused (no spatial map)
 ALL_CATEGORIES = "dataset.quality_filter=[Bad,Poor,Fair,Good,Excellent]"
 
 
@@ -78,7 +79,8 @@ def test_training_learns_and_evaluate_reproduces_val_accuracy(trained):
     assert report["n_total"] == 36 == report["n_kept"] and report["n_scored_now"] == 36
 
     ev = run / "eval"
-    proc = run_cli("evaluate.py", "dataset=folder", f"dataset.root={data}", *SMALL, "logger=none", "dataset.split=val",
+    proc = run_cli("evaluate.py", "dataset=folder", f"dataset.root={data}", *SMALL, EVAL, "logger=none",
+                   "dataset.split=val",
                    f"classifier.checkpoint={run / 'checkpoints' / 'best.ckpt'}", "corruption=none", "severity=0",
                    ALL_CATEGORIES, f"dataset.quality_cache={trained['cache']}", "figures=0", f"hydra.run.dir={ev}")
     ok(proc)
@@ -117,7 +119,7 @@ def test_study_recipe_trains_the_study_network_and_evaluate_loads_it_as_study_re
     assert meta["arch"] == "study_resnet18" and meta["normalize"] is False
     ev, best = run / "eval", run / "checkpoints" / "best.ckpt"
     proc = run_cli("evaluate.py", "classifier=study_resnet18", f"classifier.checkpoint={best}", "dataset=folder",
-                   f"dataset.root={data}", *SMALL, "logger=none", "dataset.split=val",
+                   f"dataset.root={data}", *SMALL, EVAL, "logger=none", "dataset.split=val",
                    "corruption=none", "severity=0", ALL_CATEGORIES, f"dataset.quality_cache={trained['cache']}",
                    "figures=0", f"hydra.run.dir={ev}")
     ok(proc)
@@ -144,7 +146,7 @@ def test_resume_continues_the_epoch_count_and_reuses_quality_scores(trained):
 def test_checkpoint_refuses_other_classes_and_another_split(trained, tmp_path):
     best = trained["run"] / "checkpoints" / "best.ckpt"
     other = make_dataset(tmp_path / "other", 4, {**COLOURS, "yellow": (220, 220, 30)})
-    common = [*SMALL, "logger=none", "corruption=none", "severity=0", f"classifier.checkpoint={best}",
+    common = [*SMALL, EVAL, "logger=none", "corruption=none", "severity=0", f"classifier.checkpoint={best}",
               f"hydra.run.dir={tmp_path / 'ev'}"]
     proc = run_cli("evaluate.py", "dataset=folder", f"dataset.root={other}", *common)
     assert proc.returncode == 2 and "classes do not match the checkpoint" in proc.stderr
@@ -236,7 +238,7 @@ def test_ddp_two_cpu_processes_validate_every_image_once(trained, tmp_path):
     ok(proc)
     meta = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["iqa_saliency"]
     ev = tmp_path / "eval"
-    proc = run_cli("evaluate.py", "dataset=folder", f"dataset.root={trained['data']}", *SMALL, "logger=none",
+    proc = run_cli("evaluate.py", "dataset=folder", f"dataset.root={trained['data']}", *SMALL, EVAL, "logger=none",
                    "dataset.split=val", f"classifier.checkpoint={run / 'checkpoints' / 'last.ckpt'}",
                    "corruption=none", "severity=0", "figures=0", f"hydra.run.dir={ev}")
     ok(proc)

@@ -114,24 +114,42 @@ def settings(cfg: DictConfig, run_dir: str, clean_cache_dir: str | None, process
 
 
 def load_models(cfg: DictConfig, selection: Selection, given: GivenModels | None = None) -> EvaluationModels:
-    """PaQ-2-PiQ and the classifier (or the `given` ones); offline with allow_untrained_fallback, untrained ones
-    behind a banner."""
+    """PaQ-2-PiQ and the classifier (or the `given` ones), each resolved on its own: with allow_untrained_fallback,
+    weights that cannot be had offline and that the user did not name become untrained ones, behind a banner naming
+    each."""
     from ..data.quality_filter import scorer_id
-    from ..errors import WeightsUnavailableError, find_user_error
     from ..evaluation.settings import EvaluationModels, GivenModels
+    from ..models.paq2piq import PaQ2PiQWeights
+    from ..models.resolution import (
+        ModelWeights,
+        as_given,
+        classifier_request,
+        load_with_fallback,
+        quality_request,
+    )
 
     quality_cfg = quality_model_config(cfg)
     given = given or GivenModels()
-    try:
-        quality, quality_weights = given.quality or instantiate(quality_cfg)
-        classifier = given.classifier or instantiate(cfg.classifier)
-    except Exception as exc:  # Hydra wraps errors raised while instantiating
-        if not (cfg.allow_untrained_fallback and isinstance(find_user_error(exc), WeightsUnavailableError)):
-            raise
-        exc = find_user_error(exc)
-        untrained_banner(str(exc))
-        quality, quality_weights = given.quality or instantiate(quality_cfg, pretrained=False)
-        classifier = given.classifier or instantiate(cfg.classifier, pretrained=False, checkpoint=None)
+    allow = bool(cfg.allow_untrained_fallback)
+    releases = tuple(w.value.url for w in PaQ2PiQWeights)
+    if given.quality is not None:
+        (quality, quality_weights), quality_resolved = given.quality, as_given("quality", given.quality[1])
+    else:
+        (quality, quality_weights), quality_resolved = load_with_fallback(
+            quality_request(cfg.quality.get("checkpoint"), cfg.quality.get("pretrained", True), releases),
+            lambda: instantiate(quality_cfg), lambda: instantiate(quality_cfg, pretrained=False),
+            lambda loaded: loaded[1], allow)
+    c = cfg.classifier
+    if given.classifier is not None:
+        classifier, classifier_resolved = given.classifier, as_given("classifier", given.classifier.weights)
+    else:
+        classifier, classifier_resolved = load_with_fallback(
+            classifier_request(c.get("arch", ""), c.get("weights"), c.get("checkpoint"), c.get("pretrained", True)),
+            lambda: instantiate(c), lambda: instantiate(c, pretrained=False, checkpoint=None),
+            lambda loaded: loaded.weights, allow)
+    weights = ModelWeights(quality_resolved, classifier_resolved)
+    weights.log()
+    if quality_resolved.fallback:
         full = selection.quality_score_size == "full"
         selection.quality_scorer = scorer_id(None, False, None if full else cfg.dataset.resize,
                                              None if full else cfg.dataset.crop)
@@ -140,7 +158,19 @@ def load_models(cfg: DictConfig, selection: Selection, given: GivenModels | None
         cfg, lambda: (quality, quality_weights), selection.quality_scorer)
     selection.normalizer = normalizer  # the quality filter's categories use it too
     return EvaluationModels(quality=quality, quality_weights=quality_weights, classifier=classifier,
-                            normalizer=normalizer)
+                            normalizer=normalizer, weights=weights)
+
+
+def check_layers(models: EvaluationModels, explain: Explanation, data: DictConfig) -> None:
+    """Refuse a layer method's layer that cannot give a spatial map (probed at the run's input size)."""
+    from ..attribution.layer_check import check_layer_method
+    from ..models.paq2piq import GlobalScore
+
+    side = next((v for v in (data.get("crop"), data.get("resize")) if isinstance(v, int) and v >= 32), 224)
+    check_layer_method(explain.method, explain.options, models.classifier.model, (side, side))
+    if explain.quality_saliency != "local":
+        check_layer_method(explain.quality_saliency, explain.quality_options, GlobalScore(models.quality),
+                           (side, side), key="similarity.quality_saliency_options.layer", what="quality model")
 
 
 _banners: set[str] = set()  # the weights banners this process has shown (a sweep shows each once)
@@ -221,6 +251,7 @@ def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, s
         read_mos_csv(selection.quality_scores)
     with profiling.stage("model builds + weight loads"):
         models = load_models(cfg, selection, given)
+        check_layers(models, explain, cfg.dataset)  # a layer method's layer, before the run folder is marked
     with profiling.stage("dataset listing + selection"):
         source = select_images(source, selection, quality=lambda: (models.quality, models.quality_weights),
                                report_dir=run_dir, resize=cfg.dataset.resize, crop=cfg.dataset.crop)
@@ -230,7 +261,7 @@ def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, s
             keep_wandb_inside(sweep_dir or run_dir)  # its staged table media in the cell's own (self-contained)
         group = {"group": Path(sweep_dir).name} if sweep_dir and "group" in cfg.logger else {}
         logger = instantiate(cfg.logger, **{k: v for k, v in group.items() if not cfg.logger.get(k)})
-        log_run_config(logger, dashboard_config(cfg, explain))
+        log_run_config(logger, dashboard_config(cfg, explain, models))
     clean_cache_dir = cfg.clean_cache
     if clean_cache_dir == "auto":  # a sweep shares one clean pass between its cells
         clean_cache_dir = str(Path(sweep_dir) / ".clean_cache") if sweep_dir else None
@@ -265,14 +296,15 @@ def progress_callbacks(cfg: DictConfig) -> list[Any]:
     return [ImageProgressBar(f"{cfg.corruption} s{cfg.severity}", cfg.get("progress_interval", 30))]
 
 
-def dashboard_config(cfg: DictConfig, explain: Explanation) -> dict[str, Any]:
-    """Flat keys for grouping and filtering runs in a dashboard (the full config is in summary.json)."""
+def dashboard_config(cfg: DictConfig, explain: Explanation, models: EvaluationModels) -> dict[str, Any]:
+    """Flat keys for grouping and filtering runs in a dashboard (the full config is in summary.json); the weights
+    keys say what ran (models.resolved), not what was configured."""
     return {"corruption": cfg.corruption, "severity": int(cfg.severity), "attribution": explain.method,
-            "attribution_target": explain.target, "classifier": cfg.classifier.get("arch"),
-            "classifier_weights": cfg.classifier.get("checkpoint") or cfg.classifier.get("weights"),
+            "attribution_target": explain.target, "classifier": models.classifier.arch,
             "quality_saliency": explain.quality_saliency, "quality_map": explain.quality_map,
-            "precision": str(cfg.trainer.get("precision")), "pretrained": bool(cfg.pretrained), "seed": cfg.seed,
-            "dataset": str(cfg.dataset.source.get("_target_", "")).rsplit(".", 1)[-1]}
+            "precision": str(cfg.trainer.get("precision")), "seed": cfg.seed,
+            "dataset": str(cfg.dataset.source.get("_target_", "")).rsplit(".", 1)[-1],
+            **models.resolved.dashboard()}
 
 
 def randomization_check(cfg: DictConfig) -> dict[str, Any]:

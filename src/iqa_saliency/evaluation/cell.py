@@ -23,7 +23,7 @@ from ..data.loading import fixed_batches
 from ..data.pairs import CorruptedPairs
 from ..data.protocol import Cell, Inputs
 from ..data.sources import NO_LABEL, ImageSource
-from ..errors import ConfigError, DatasetError, OutputError, find_in_chain
+from ..errors import ConfigError, DatasetError, InputError, OutputError, find_in_chain
 from ..heap import reuse_freed_heap
 from ..io.lock import RunLock
 from ..io.maps import check_maps_format
@@ -59,6 +59,10 @@ def map_labels(source: ImageSource, classifier: Classifier) -> tuple[list[int], 
     raw = [r.label for r in source.records]
     if source.imagenet_labels:
         if classifier.imagenet_classes:
+            outside = sorted({lbl for lbl in raw if lbl != NO_LABEL and not 0 <= lbl < classifier.num_classes})
+            if outside:  # never counted as wrong predictions
+                raise InputError(f"Labels {outside[:5]} are not classes of the classifier (0-"
+                                 f"{classifier.num_classes - 1}). Pass its class indices, or -1 for no label.")
             return raw, "imagenet"
         log.warning("The sample labels are ImageNet classes but the classifier is not; accuracy is left blank.")
         return [NO_LABEL] * len(raw), "none"
@@ -265,7 +269,6 @@ def _run_locked(source: ImageSource, models: EvaluationModels, trainer: pl.Train
             f"No image of the {len(dataset)} in the dataset could be used (see {run_dir}/skipped.csv). "
             "Check the dataset's files."
         )
-    quality_weights = models.quality_weights
     summary: dict[str, Any] = {
         "corruption": cell.corruption,
         "severity": cell.severity,
@@ -280,11 +283,8 @@ def _run_locked(source: ImageSource, models: EvaluationModels, trainer: pl.Train
         # from the merged rows, so a resumed or multi-process run summarises exactly like a single one
         "metrics": {k: (None if isinstance(v, float) and math.isnan(v) else v)
                     for k, v in summarize_rows(rows, module.metrics.mean_columns).items()},
-        "weights": {
-            "quality": quality_weights.as_dict(),
-            "classifier": classifier.weights.as_dict(),
-            "untrained": quality_weights.name == "untrained" or classifier.weights.name == "untrained",
-        },
+        "weights": models.resolved.summary(),  # requested and resolved, per model; "untrained" if any ran so
+        "explained_layer": module.explained_layers(),  # layer methods: the module path each map explains
         "classifier": {"arch": classifier.arch, "num_classes": classifier.num_classes},
         "corruption_backend": backend.as_dict(),  # requested, what really ran (and why), imagecorruptions
         "score_normalizer": asdict(models.normalizer),

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .. import profiling
+from ..attribution.layer_check import explained_layer
 from ..caches.clean import CLEAN_FIELDS, CleanCache
 from ..caches.corruption import CachedCorruption, torch_backend_id
 from ..corruption import is_clean
@@ -127,6 +128,8 @@ class EvaluationModule(pl.LightningModule):
         self.explain, self.cell, self.inputs, self.outputs, self.speed = explain, cell, inputs, outputs, speed
         self.normalizer = models.normalizer
         self.mos_sign = -1.0 if getattr(models.quality, "lower_better", False) else 1.0  # drop = loss of quality
+        self.weights_columns = models.resolved.columns()  # which weights ran, on every row
+        self.figure_mark = models.resolved.figure_mark()  # "untrained" on every figure
         self.metrics = RunMetrics(QATTR_MEAN_COLUMNS)
         self.clean_cache = clean_cache
         self.infer = infer or self._infer
@@ -140,6 +143,11 @@ class EvaluationModule(pl.LightningModule):
         self.step_seconds = {"waiting for data (workers: decode, corrupt)": 0.0, "step": 0.0,
                              "writing: rows, maps queued (main process)": 0.0, "figures": 0.0}
         self._last_batch_end = 0.0
+
+    def explained_layers(self) -> dict[str, str | None]:
+        """The module path each layer method explains (None: a pixel method or the local quality scores)."""
+        return {"classifier": explained_layer(self.attribution),
+                "quality": explained_layer(self.quality_attribution) if self.quality_attribution else None}
 
     def on_test_start(self) -> None:
         self.writer.rank = self.global_rank
@@ -373,7 +381,7 @@ class EvaluationModule(pl.LightningModule):
                 "quality_category_clean": ScoreNormalizer.category(float(cpu["mos_normalized_clean"][i])),
                 "pred": int(pred[i]), "pred_name": names[int(pred[i])],
                 "clean_pred": int(clean_pred[i]), "flipped": bool(cpu["flipped"][i]),
-                "maps": maps_rel,
+                "maps": maps_rel, **self.weights_columns,
             }
             rows.append(row)
             corrupted_u8 = corrupted[i].permute(1, 2, 0).numpy()
@@ -399,7 +407,8 @@ class EvaluationModule(pl.LightningModule):
             f"MOS {row['mos']:.1f} ({row['quality_category']}) · clean {row['mos_clean']:.1f}",
             f"{self.explain.method}: {row['pred_name']} {row['pred_prob']:.2f} · {cc} {row['sim_cc']:.2f}",
         )
-        save_comparison_figure(self.writer.run_dir / "figures" / f"{stem}.png", image, qmap, attr, titles)
+        save_comparison_figure(self.writer.run_dir / "figures" / f"{stem}.png", image, qmap, attr, titles,
+                               mark=self.figure_mark)
         self.previews.append(Preview(row, image, overlay(image, qmap, cmap="RdYlGn", alpha=0.55),
                                      overlay(image, attr, mode="bilinear")))
 

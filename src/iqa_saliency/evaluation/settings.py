@@ -20,6 +20,7 @@ from ..attribution.base import AttributionMethod
 from ..attribution.registry import build_attribution
 from ..models.classifier import Classifier
 from ..models.paq2piq import PaQ2PiQ, ScoreNormalizer
+from ..models.resolution import ModelWeights
 from ..models.weights import WeightsIdentity
 
 
@@ -80,6 +81,12 @@ class EvaluationModels:
     quality_weights: WeightsIdentity
     classifier: Classifier
     normalizer: ScoreNormalizer = field(default_factory=ScoreNormalizer)
+    weights: ModelWeights | None = None  # requested vs resolved weights (None: as loaded, no fallback)
+
+    @property
+    def resolved(self) -> ModelWeights:
+        """Which weights each model really got: the only source for every output that names weights."""
+        return self.weights or ModelWeights.as_loaded(self.quality_weights, self.classifier.weights)
 
 
 @dataclass

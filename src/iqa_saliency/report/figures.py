@@ -25,14 +25,15 @@ Y_LABELS = {"acc_top1": "top-1 accuracy", "acc_top5": "top-5 accuracy", "flip_ra
 
 
 
-def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int | None = None) -> Path:
+def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int | None = None,
+                metadata: dict[str, str] | None = None) -> Path:
     """Write `fig` (format from the file's extension; dpi default: matplotlib's savefig.dpi) through a temporary
-    file and a rename (never a half-written figure), then close it."""
+    file and a rename (never a half-written figure), then close it; `metadata`: the file's text fields."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
     try:
-        fig.savefig(tmp, dpi=dpi)
+        fig.savefig(tmp, dpi=dpi, metadata=metadata)
         os.replace(tmp, path)
     finally:
         plt.close(fig)
@@ -64,9 +65,12 @@ def overlay(image: np.ndarray, heat: np.ndarray, cmap: str = "jet", alpha: float
 
 
 def save_comparison_figure(path: str | os.PathLike, image: np.ndarray, quality_map: np.ndarray,
-                           attribution: np.ndarray, titles: tuple[str, str, str]) -> None:
-    """Write the three-panel figure for one image to `path` (PNG)."""
+                           attribution: np.ndarray, titles: tuple[str, str, str], mark: str | None = None) -> None:
+    """Write the three-panel figure for one image to `path` (PNG); `mark` (untrained weights) is written across
+    the top in red and into the PNG's "Warning" text field."""
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), constrained_layout=True)
+    if mark:
+        fig.suptitle(mark, color="red", fontsize=12, fontweight="bold")
     axes[0].imshow(image)
     h, w = image.shape[:2]
     im = axes[1].imshow(overlay(image, quality_map, cmap="RdYlGn", alpha=0.55))
@@ -81,7 +85,7 @@ def save_comparison_figure(path: str | os.PathLike, image: np.ndarray, quality_m
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    save_figure(fig, path, dpi=100)
+    save_figure(fig, path, dpi=100, metadata={"Warning": mark} if mark else None)
 
 
 def errorbar_line(ax: Any, rows: pd.DataFrame, column: str, k: int, label: str) -> None:
