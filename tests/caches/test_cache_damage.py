@@ -60,7 +60,7 @@ def test_entries_round_trip_and_refuse_a_reserved_name(tmp_path):
 def test_damaged_clean_entry_is_deleted_logged_recomputed(tmp_path, caplog, how):
     cache = CleanCache(tmp_path, {"k": 1})
     cache.put("img.png", clean_arrays(), IMAGE, stamp="1:2")
-    path = cache._path("img.png")
+    path = cache._path("img.png", "1:2")
     damage(path, how)
     with caplog.at_level(logging.WARNING):
         assert cache.read("img.png", "1:2") is None  # never the damaged arrays, never an exception

@@ -17,7 +17,7 @@ from ..io.entries import DamagedEntry, discard_entry, read_entry, write_entry
 
 CLEAN_FIELDS = ("q_global", "q_local", "probs", "attribution")
 # Bumped when the entry layout changes, so a folder shared between versions never mixes layouts.
-ENTRY_FORMAT = 3  # 3: a sha256 member checks every entry
+ENTRY_FORMAT = 4  # 3: a sha256 member checks every entry; 4: entries named by image id and file content
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -26,10 +26,11 @@ def cache_key(parts: dict[str, Any]) -> str:
 
 
 class CleanCache:
-    """One folder per (models, attribution, preprocessing) key; one .npz per image holding the model outputs,
-    the prepared uint8 image (H, W, 3) and the source's stamp of the file it came from.
+    """One folder per (models, attribution, preprocessing) key; one .npz per (image id, file content) holding the
+    model outputs, the prepared uint8 image (H, W, 3) and the source's stamp of the file it came from (the sha256
+    of its bytes, data.sources.content_stamp).
 
-    An entry whose stamp differs from the file's current one (the file was replaced) is not used. Entries are
+    An entry whose stamp differs from the file's current one is not used. Entries are
     written atomically (temporary file, fsync, rename), so parallel jobs of a sweep and processes racing on one
     entry share the folder safely: a reader sees a whole entry or none. Each entry carries a sha256 of its
     arrays; a damaged, truncated or empty one is deleted with a log line and recomputed, never used.
@@ -46,8 +47,10 @@ class CleanCache:
         self.hits = 0
         self.misses = 0
 
-    def _path(self, image_id: str) -> Path:
-        digest = hashlib.sha1(image_id.encode()).hexdigest()[:16]
+    def _path(self, image_id: str, stamp: str) -> Path:
+        # the source's stamp is the file's content digest: one entry per (image id, content), so datasets whose
+        # files share names (and sizes and times) never read each other's entries
+        digest = hashlib.sha256(f"{image_id}\0{stamp}".encode()).hexdigest()[:24]
         stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)[-60:]
         return self.dir / f"{stem}-{digest}.npz"
 
@@ -55,7 +58,7 @@ class CleanCache:
         """One image's cached outputs and prepared "image", or None if absent, damaged (then deleted, so it is
         recomputed and rewritten) or made from a file with another stamp; not counted (DataLoader workers call
         this)."""
-        path = self._path(image_id)
+        path = self._path(image_id, stamp)
         try:
             data = read_entry(path)
             if any(k not in data for k in (*CLEAN_FIELDS, "image", "stamp")):
@@ -79,7 +82,7 @@ class CleanCache:
         data = {k: np.asarray(arrays[k]) for k in CLEAN_FIELDS}
         data["image"] = np.ascontiguousarray(image, dtype=np.uint8)
         data["stamp"] = np.array(stamp)
-        write_entry(self._path(image_id), data)
+        write_entry(self._path(image_id, stamp), data)
 
     def stats(self) -> dict[str, Any]:
         return {"dir": str(self.dir), "hits": self.hits, "misses": self.misses}

@@ -52,7 +52,7 @@ class CorruptedPairs(Dataset):
         # with the corruption left to the step: a corruption-cache lookup (CachedCorruption.lookup) made here, in
         # the workers; an image found there arrives corrupted
         self.corrupt_lookup = corrupt_lookup
-        # (image id, source stamp) -> the clean pass's cached outputs and prepared image, or None; read here, in
+        # (image id, content id) -> the clean pass's cached outputs and prepared image, or None; read here, in
         # the workers, so a cached image is neither decoded nor resized again
         self.cached_clean = cached_clean
         self.corrupt_at = check_choice("dataset.corrupt_at", inputs.corrupt_at, CORRUPT_AT)
@@ -68,7 +68,7 @@ class CorruptedPairs(Dataset):
         try:
             cached = None
             if self.cached_clean is not None:
-                item["stamp"] = self.source.stamp(record)
+                item["stamp"] = self.source.content_id(record)  # the cache's identity of the file: its bytes
                 cached = self.cached_clean(record.image_id, item["stamp"])
             clean = cached.pop("image") if cached is not None else None
             if clean is not None and not self._is_prepared(clean):

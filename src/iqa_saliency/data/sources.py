@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -39,6 +40,24 @@ class ImageRecord:
     path: str | None = None
 
 
+def content_stamp(path: str, memo: dict[str, str]) -> str:
+    """The identity of a file's image for cache entries: the sha256 of its bytes, read once per path per
+    source (`memo`), so files that share a name, size and modification time (cp -p, rsync -a) never share an entry.
+
+    An entry that cannot be read (a link loop, a broken link, no permission) is stamped from its lstat instead."""
+    if path not in memo:
+        try:
+            with open(path, "rb") as fh:
+                memo[path] = "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
+        except OSError:
+            try:
+                st = os.lstat(path)
+                memo[path] = f"unreadable:{st.st_size}:{st.st_mtime_ns}"
+            except OSError:
+                memo[path] = "missing"
+    return memo[path]
+
+
 class ImageSource:
     """A list of image records plus a loader; subclasses fill `records` and `class_names`."""
 
@@ -56,8 +75,13 @@ class ImageSource:
         return self.load(record)
 
     def stamp(self, record: ImageRecord) -> str:
-        """A cheap token that changes when the record's image does (caches check it); "" when unknown."""
+        """A cheap token that changes when the record's file does (resume compares it); "" when unknown."""
         return ""
+
+    def content_id(self, record: ImageRecord) -> str:
+        """What the record's image holds, for cache entries (default: the stamp, for sources whose stamp already
+        names the content); files: the sha256 of their bytes."""
+        return self.stamp(record)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -179,6 +203,9 @@ class ImageFolder(ImageSource):
         except OSError:  # a link loop or a broken link (an unusable record)
             st = os.lstat(record.path)
         return f"{st.st_size}:{st.st_mtime_ns}"
+
+    def content_id(self, record: ImageRecord) -> str:
+        return content_stamp(str(record.path), self.__dict__.setdefault("_digests", {}))
 
 
 def _is_dir(path: Path) -> bool:

@@ -44,6 +44,9 @@ class SubsetSource(ImageSource):
     def stamp(self, record: ImageRecord) -> str:
         return self.base.stamp(record)
 
+    def content_id(self, record: ImageRecord) -> str:
+        return self.base.content_id(record)
+
 
 def check_split(split: str, val_fraction: float, method: str = "project") -> None:
     """Raise ConfigError for an unknown split name or method, or a fraction outside (0, 1)."""
