@@ -49,6 +49,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from iqa_saliency.io.provenance import provenance
     from iqa_saliency.io.resume import launch_rank
     from iqa_saliency.models.classifier import read_checkpoint_meta
+    from iqa_saliency.models.weights import fetch_weights
     from iqa_saliency.report.loggers import finish_logger
     from iqa_saliency.training.module import (
         AtomicCheckpointIO,
@@ -62,7 +63,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_writable(run_dir)
     if launch_rank() == 0:  # half-written checkpoints of an interrupted run
         remove_temporary_files(run_dir, ("checkpoints",))
-    resume_meta = read_checkpoint_meta(cfg.ckpt_path, "ckpt_path") if cfg.ckpt_path else None
+    # a URL is downloaded (hub cache) and every checkpoint read safely here, before Lightning sees the local file
+    ckpt_path = str(fetch_weights(str(cfg.ckpt_path), None, "ckpt_path")[0]) if cfg.ckpt_path else None
+    resume_meta = read_checkpoint_meta(ckpt_path, "ckpt_path") if ckpt_path else None
     optim = OptimSettings(
         optimizer=cfg.optimizer.name, lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum,
         nesterov=cfg.optimizer.nesterov, weight_decay=cfg.optimizer.weight_decay, scheduler=cfg.scheduler.name,
@@ -158,7 +161,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     data.num_workers = resolve_num_workers(cfg.dataset.num_workers, trainer.num_devices)  # per process
     reuse_freed_heap()
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path or None)
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     finally:
         finish_logger(logger)
     if not trainer.is_global_zero:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from ..models.classifier import (
     replace_head,
     wrap,
 )
-from ..models.weights import WeightsIdentity
+from ..models.weights import WeightsIdentity, load_checkpoint_file
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "step", "none")
@@ -236,7 +237,9 @@ class ClassifierModule(pl.LightningModule):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoint files written to a temporary file beside the target, fsynced and renamed into place.
+    """Checkpoint files written to a temporary file beside the target, fsynced and renamed into place, and read
+    back through the project's safe reader (torch.load(weights_only=True)): a checkpoint is untrusted input, so
+    one that carries code is refused, never unpickled.
 
     Lightning's own writer commits through a temporary file in the system temp folder and moves it,
     which copies (non-atomically) when that folder is on another file system.
@@ -245,3 +248,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
                         storage_options: Any | None = None) -> None:
         atomic_write(path, lambda fh: torch.save(checkpoint, fh))
+
+    def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        return load_checkpoint_file(path, "ckpt_path", allow=(argparse.Namespace,))
