@@ -41,12 +41,12 @@ from torch import nn
 from .cli.evaluate import evaluate_cell
 from .cli.runtime import quiet_known_warnings, show_progress
 from .data.images import open_image, to_rgb
-from .data.sources import NO_LABEL, ImageRecord, ImageSource
-from .errors import ConfigError
+from .data.sources import NO_LABEL, ImageRecord, ImageSource, content_stamp
+from .errors import ConfigError, InputError
 from .evaluation.settings import GivenModels
 from .io.csv_safe import restore_frame
 from .io.maps import read_maps
-from .io.schema import PER_IMAGE
+from .io.schema import PER_IMAGE, SKIPPED, SKIPPED_COLUMNS
 from .models.classifier import Classifier, NormalizedClassifier, imagenet_categories
 from .models.weights import WeightsIdentity
 
@@ -63,6 +63,8 @@ class ApiResult:
     summary: dict[str, Any] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
     cells: dict[tuple[str, int], ApiResult] = field(default_factory=dict)
+    # images that could not be used (an unreadable or broken file), with the reason: skipped.csv's columns
+    skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SKIPPED_COLUMNS))
 
 
 class InMemoryImages(ImageSource):
@@ -88,8 +90,11 @@ class InMemoryImages(ImageSource):
         labels = list(labels) if labels is not None else [NO_LABEL] * len(items)
         if len(labels) != len(items):
             raise ConfigError(f"{len(labels)} labels for {len(items)} images.")
+        labels = [check_label(label, image_id) for label, image_id in zip(labels, ids, strict=True)]
         self.records = []
         for image_id, image, label in zip(ids, items, labels, strict=True):
+            if not isinstance(image, (str, os.PathLike)):  # files are read in the run: a bad one is skipped
+                check_pixels(image, image_id)
             self._images[image_id] = image
             path = str(image) if isinstance(image, (str, os.PathLike)) else None
             self.records.append(ImageRecord(image_id, int(label), path))
@@ -105,9 +110,17 @@ class InMemoryImages(ImageSource):
 
     def stamp(self, record: ImageRecord) -> str:
         if record.path is not None:
-            st = os.stat(record.path)
+            try:
+                st = os.stat(record.path)
+            except OSError:  # a missing or unreadable file: skipped in the run, with the reason
+                return "missing"
             return f"{st.st_size}:{st.st_mtime_ns}"
         return hashlib.sha1(np.asarray(_to_pil(self._images[record.image_id])).tobytes()).hexdigest()
+
+    def content_id(self, record: ImageRecord) -> str:
+        if record.path is not None:
+            return content_stamp(record.path, self.__dict__.setdefault("_digests", {}))
+        return self.stamp(record)
 
 
 def _split_batch(images: Iterable[ImageLike] | torch.Tensor | np.ndarray) -> list[ImageLike]:
@@ -124,6 +137,50 @@ def _default_id(image: ImageLike, index: int) -> str:
     return Path(image).name if isinstance(image, (str, os.PathLike)) else f"image_{index:03d}"
 
 
+IMAGENET_CLASSES = 1000
+
+
+def check_label(label: Any, image_id: str) -> int:
+    """An ImageNet class index (0-999) or -1 (no label); anything else is refused (InputError)."""
+    if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)) or not (
+            label == NO_LABEL or 0 <= label < IMAGENET_CLASSES):
+        raise InputError(f"Label {label!r} of {image_id} is not an ImageNet class index. Pass labels as integers "
+                         f"0-{IMAGENET_CLASSES - 1} (or -1 for an image without a label).")
+    return int(label)
+
+
+def check_pixels(image: Any, image_id: str) -> None:
+    """Refuse in-memory pixels that would not be evaluated as given (InputError, naming the fix): another type,
+    a shape that is not an image, integers other than uint8, floats outside [0, 1] (0-255 floats would be clipped
+    to white) or NaN/infinite values."""
+    if isinstance(image, Image.Image):
+        return
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        shape, layout = tuple(image.shape), "(3, H, W) tensor"
+        ok_shape = image.ndim == 2 or (image.ndim == 3 and shape[0] in (1, 3, 4))
+        array = image.float().numpy() if image.is_floating_point() else image.numpy()
+    elif isinstance(image, np.ndarray):
+        array, shape, layout = image, image.shape, "HxWx3 array"
+        ok_shape = array.ndim == 2 or (array.ndim == 3 and shape[2] in (1, 3, 4))
+    else:
+        raise InputError(f"{image_id} is a {type(image).__name__}. Pass a path, a PIL image, an HxWx3 uint8 array "
+                         "or a (3, H, W) tensor.")
+    if not ok_shape or 0 in shape:
+        raise InputError(f"{image_id} has shape {shape}, not an image. Pass a {layout} (or a batch of them).")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise InputError(f"{image_id} has NaN or infinite pixels. Replace them (e.g. torch.nan_to_num) before "
+                             "evaluating it.")
+        low, high = float(array.min()), float(array.max())
+        if low < 0.0 or high > 1.0:
+            hint = " (0-255 values: divide by 255, or pass the uint8 image)" if high > 1.0 else ""
+            raise InputError(f"{image_id} has float pixels in [{low:g}, {high:g}], outside [0, 1]{hint}. Pass floats "
+                             "in [0, 1] or uint8 values.")
+    elif array.dtype != np.uint8:
+        raise InputError(f"{image_id} has {array.dtype} pixels. Pass uint8 values or floats in [0, 1].")
+
+
 def _to_pil(image: ImageLike) -> Image.Image:
     """A PIL image from a PIL image, an HxW(x3/4) array or a (3, H, W) tensor (uint8, or floats in [0, 1])."""
     if isinstance(image, Image.Image):
@@ -132,7 +189,7 @@ def _to_pil(image: ImageLike) -> Image.Image:
         image = image.detach().cpu()
         if image.ndim == 3 and image.shape[0] in (1, 3, 4):
             image = image.permute(1, 2, 0)
-        image = image.numpy()
+        image = image.float().numpy() if image.is_floating_point() else image.numpy()  # bfloat16 has no numpy
     array = np.asarray(image)
     if array.dtype != np.uint8:
         if np.issubdtype(array.dtype, np.floating):
@@ -179,6 +236,10 @@ def evaluate_images(
     (`progress=True`: the progress bar and each cell's table; "logger=csv"). `figures=N`: the first N images'
     three-panel figures, returned as matplotlib figures and, with `figures_dir`, written there as PNG (a subfolder
     per cell when there are several). The image options are dataset=folder's; the run folders are temporary.
+
+    Raises ValueError (InputError) in one line for what cannot be evaluated right: float pixels outside [0, 1],
+    NaN/inf pixels, integers other than uint8, shapes that are not images, labels that are not classes. A file that
+    cannot be read is skipped (result.skipped, with its reason) and the others are evaluated.
     """
     cells = [(c, int(s)) for c in _as_list(corruption) for s in _as_list(severity)]
     given = _given_models(classifier, quality, overrides)
@@ -201,7 +262,8 @@ def evaluate_images(
     if len(results) == 1:
         return next(iter(results.values()))
     rows = pd.concat([r.rows for r in results.values()], ignore_index=True)
-    return ApiResult(rows=rows, cells=results)
+    # the files every cell could not read (each cell's own list is in cells)
+    return ApiResult(rows=rows, cells=results, skipped=next(iter(results.values())).skipped)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -280,7 +342,11 @@ def _read_run(run_dir: Path, summary: dict[str, Any], figures_dir: Path | None =
     for image_id, rel in zip(rows["image"], rows.get("maps", pd.Series([""] * len(rows))), strict=True):
         if isinstance(rel, str) and rel:  # an .npz path, or a zarr store and row (maps_format=zarr)
             maps[str(image_id)] = read_maps(run_dir, rel)
-    return ApiResult(rows=rows, maps=maps, summary=summary, figures=_figures(run_dir / "figures", figures_dir))
+    skipped_csv = run_dir / SKIPPED
+    skipped = (restore_frame(pd.read_csv(skipped_csv, keep_default_na=False)) if skipped_csv.exists()
+               else pd.DataFrame(columns=SKIPPED_COLUMNS))
+    return ApiResult(rows=rows, maps=maps, summary=summary, figures=_figures(run_dir / "figures", figures_dir),
+                     skipped=skipped)
 
 
 def _figures(folder: Path, copy_to: Path | None) -> dict[str, Any]:
