@@ -131,7 +131,7 @@ def test_a_patch_embedding_is_refused_and_a_pixel_method_named(method, model, la
 def test_a_layer_without_a_spatial_map_of_the_input_is_refused(layer, why):
     with pytest.raises(ConfigError) as caught:
         check_layer_method("gradcam", {"layer": layer}, OddCNN().eval(), (32, 32))
-    assert why in str(caught.value) and str(caught.value).endswith("layer=features.")
+    assert why in str(caught.value) and str(caught.value).endswith("layer=features.0.")  # the default layer
     assert check_layer_method("gradcam", {"layer": "features.0"}, OddCNN().eval(), (32, 32)) == "features.0"
 
 

@@ -101,8 +101,11 @@ def _why_not(outputs: list[_Output], other: list[_Output], path: str, reshape: C
         return "its output is not a tensor"
     second = other[index].value if index < len(other) and other[index].name == path else None
     if reshape is not None:
-        value = reshape(value)
-        second = reshape(second) if second is not None else None
+        try:
+            value = reshape(value)
+            second = reshape(second) if second is not None else None
+        except Exception as exc:  # e.g. a layer before the tokens of a family whose reshaping expects tokens
+            return f"its output {tuple(value.shape)} cannot be reshaped onto the patch grid ({type(exc).__name__})"
     elif index >= _token_start(outputs):
         return "the model holds its positions as tokens there (a transformer), not as a (B, C, H, W) map"
     if not _spatial(tuple(value.shape)):
@@ -142,6 +145,11 @@ def check_layer_method(name: str, options: dict[str, Any], model: nn.Module, siz
     why = _why_not(outputs, other, path, getattr(method, "reshape_transform", None))
     if why is not None:
         good = _good_choice(outputs, other)
+        if options.get("layer") is not None:  # the model's own default layer, where it works, is the advice
+            default = build_attribution(name, model, **{**options, "layer": None})
+            default_path = explained_layer(default)
+            if _why_not(outputs, other, default_path, getattr(default, "reshape_transform", None)) is None:
+                good = default_path
         fix = f"Set {key}={good}" if good else f"This model has no such layer: use a pixel method ({PIXEL_METHODS})"
         raise ConfigError(f"{name} cannot explain the {what} at layer '{path}': {why}. {fix}.")
     log.info("%s explains the %s at layer '%s'", name, what, path)
