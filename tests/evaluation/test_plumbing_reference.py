@@ -32,6 +32,8 @@ from helpers.plumbing_models import CLASS_NAMES
 from PIL import Image
 from scipy import stats
 
+from iqa_saliency.models.paq2piq import PaQ2PiQWeights
+
 # per image: class folder, file, (width, height), colours of the quadrants (top-left, top-right, bottom-left,
 # bottom-right), noise seed
 R, G, B, W, K, C, Y = (225, 25, 25), (25, 205, 45), (30, 40, 225), (205, 205, 205), (15, 15, 15), (40, 190, 200), \
@@ -293,7 +295,7 @@ def expected(run) -> Expected:
 COLUMNS = ["index", "image", "label", "label_name", "corruption", "severity", "mos", "mos_normalized",
            "quality_category", "mos_clean", "mos_drop", "pred", "pred_name", "pred_prob", "clean_pred",
            "clean_pred_prob", "flipped", "correct_top1", "correct_top5", "sim_cc", "sim_sim", "sim_kld", "sim_spearman",
-           "sim_cc_local", "sim_cc_qattr", "attr_stability_cc", "maps"]
+           "sim_cc_local", "sim_cc_qattr", "attr_stability_cc", "maps", "quality_weights", "classifier_weights"]
 
 
 def _rows(run: Run, expected: Expected) -> list[tuple[dict[str, str], dict]]:
@@ -405,10 +407,16 @@ def test_summary_numbers(run, expected):
     assert (s["attribution"], s["attribution_target"]) == ("saliency", v.target)
     assert (s["quality_saliency"], s["quality_map"]) == ("local", v.quality_map)
     assert s["label_source"] == "class names"
+    # requested: what the configuration names (the default groups' weights); the rest: what the loaders returned
     assert s["weights"] == {
-        "quality": {"name": "region-quality", "source": "tests/helpers/plumbing_models.py", "sha256": "1" * 64},
-        "classifier": {"name": "region-rules", "source": "tests/helpers/plumbing_models.py", "sha256": "0" * 64},
-        "untrained": False}
+        "quality": {"name": "region-quality", "source": "tests/helpers/plumbing_models.py", "sha256": "1" * 64,
+                    "requested": PaQ2PiQWeights.OFFICIAL.value.url, "untrained": False, "fallback": None},
+        "classifier": {"name": "region-rules", "source": "tests/helpers/plumbing_models.py", "sha256": "0" * 64,
+                       "requested": "resnet18:IMAGENET1K_V1", "untrained": False, "fallback": None},
+        "untrained": False, "fell_back": []}
+    assert s["explained_layer"] == {"classifier": None, "quality": None}  # saliency and local scores: no layer
+    assert {r["quality_weights"] for r in run.rows} == {"region-quality"}
+    assert {r["classifier_weights"] for r in run.rows} == {"region-rules"}
     assert s["classifier"] == {"arch": "region", "num_classes": len(CLASS_NAMES)}
     used = "none" if v.severity == 0 else "numpy"
     assert (s["corruption_backend"]["requested"], s["corruption_backend"]["used"]) == ("numpy", used)
