@@ -293,9 +293,11 @@ def expected(run) -> Expected:
 
 # the columns the README lists for per_image.csv, in its order
 COLUMNS = ["index", "image", "label", "label_name", "corruption", "severity", "mos", "mos_normalized",
-           "quality_category", "mos_clean", "mos_drop", "pred", "pred_name", "pred_prob", "clean_pred",
-           "clean_pred_prob", "flipped", "correct_top1", "correct_top5", "sim_cc", "sim_sim", "sim_kld", "sim_spearman",
-           "sim_cc_local", "sim_cc_qattr", "attr_stability_cc", "maps", "quality_weights", "classifier_weights"]
+           "quality_category", "mos_clean", "quality_category_clean", "mos_drop", "pred", "pred_name", "pred_prob",
+           "clean_pred", "clean_pred_prob", "confidence_drop", "flipped", "correct_top1", "correct_top5", "sim_cc",
+           "sim_sim", "sim_kld", "sim_spearman", "sim_cc_local", "sim_cc_qattr", "attr_stability_cc",
+           "quality_stability_cc", "change_cc", "change_spearman", "sim_cc_clean", "maps", "quality_weights",
+           "classifier_weights"]
 
 
 def _rows(run: Run, expected: Expected) -> list[tuple[dict[str, str], dict]]:
