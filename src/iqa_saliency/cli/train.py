@@ -146,7 +146,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     checkpoints = f"{run_dir}/checkpoints"
     callbacks: list[Any] = [
         ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val/loss", mode="min", save_top_k=1,
-                        save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
+                        auto_insert_metric_name=False, enable_version_counter=False),
+        # last.ckpt every epoch: a checkpoint of its own, since Lightning (2.6) writes save_last only in an epoch
+        # whose monitored value improved, so a resume would restart from the best epoch, not the last
+        ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
+                        auto_insert_metric_name=False, enable_version_counter=False),
     ]
     if cfg.early_stopping.patience is not None:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=int(cfg.early_stopping.patience)))
