@@ -30,24 +30,28 @@ def assert_refused(proc, run, *needles: str) -> str:
     return last
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 def test_unknown_attribution_lists_valid_names(tmp_path):
     run = tmp_path / "run"
     proc = run_cli("evaluate.py", "attribution.name=gradcamm", *FAST, f"hydra.run.dir={run}")
     assert_refused(proc, run, "Unknown attribution method 'gradcamm'", "gradcam")
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 def test_bad_num_workers_is_refused_before_models_load(tmp_path):
     run = tmp_path / "run"
     proc = run_cli("evaluate.py", "dataset.num_workers=-2", *FAST, f"hydra.run.dir={run}")
     assert_refused(proc, run, "dataset.num_workers=-2", "or auto")
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 def test_unknown_classifier_lists_valid_names(tmp_path):
     run = tmp_path / "run"
     proc = run_cli("evaluate.py", "classifier.arch=resnet19", *FAST, f"hydra.run.dir={run}")
     assert_refused(proc, run, "Unknown classifier 'resnet19'", "resnet18", "resnet50")
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 @pytest.mark.parametrize("severity", ["-1", "two"])
 def test_severity_outside_0_to_5(tmp_path, severity):
     run = tmp_path / "run"
@@ -55,6 +59,7 @@ def test_severity_outside_0_to_5(tmp_path, severity):
     assert_refused(proc, run, "out of range", "0 (clean) to 5")
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 def test_unwritable_output_folder(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")  # root ignores permission bits; a file in the path stops anyone

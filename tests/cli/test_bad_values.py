@@ -21,6 +21,7 @@ def assert_refused(proc, run, *needles: str) -> None:
     assert not (run / "INCOMPLETE").exists() and not (run / "summary.json").exists()
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 @pytest.mark.parametrize(("override", "needle"), [
     ("dataset.batch_size=0", "dataset.batch_size=0"),
     ("dataset.batch_size=-3", "dataset.batch_size=-3"),
@@ -42,6 +43,7 @@ def test_bad_values_stop_before_models_load(tmp_path, override, needle):
     assert "GPU available" not in proc.stdout + proc.stderr  # refused before the trainer was built
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 def test_zero_byte_checkpoint(tmp_path):
     empty = tmp_path / "empty.pth"
     empty.write_bytes(b"")

@@ -143,23 +143,27 @@ def test_two_job_sweep_writes_two_run_folders(tmp_path):
     assert {json.loads((r / "summary.json").read_text())["corruption"] for r in runs} == {"contrast", "brightness"}
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 def test_unknown_corruption_is_one_line_error(tmp_path):
     proc = run_cli("evaluate.py", "corruption=blurry", *FAST, f"hydra.run.dir={tmp_path}")
     assert_user_error(proc, "Unknown corruption 'blurry'", "motion_blur")
     assert not (tmp_path / "summary.json").exists()
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 def test_severity_7_is_one_line_error(tmp_path):
     proc = run_cli("evaluate.py", "corruption=contrast", "severity=7", *FAST, f"hydra.run.dir={tmp_path}")
     assert_user_error(proc, "Severity 7", "0 (clean) to 5")
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 def test_missing_dataset_root_is_one_line_error(tmp_path):
     proc = run_cli("evaluate.py", "dataset=folder", f"dataset.root={tmp_path / 'nope'}", *FAST,
                    f"hydra.run.dir={tmp_path / 'run'}")
     assert_user_error(proc, "does not exist", "dataset.root")
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 def test_missing_weights_offline_names_the_override(tmp_path):
     proc = run_cli("evaluate.py", "logger=none", f"hydra.run.dir={tmp_path / 'run'}",
                    f"quality.checkpoint={tmp_path / 'missing.pth'}")
@@ -272,6 +276,7 @@ def test_attribution_sweep_over_methods(tmp_path):
         assert maps["attribution"].shape == (64, 64) and np.isfinite(maps["attribution"]).all()
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 @pytest.mark.parametrize(("override", "needles"), [
     ("similarity.quality_saliency=gradcamm", ("Unknown attribution method 'gradcamm'", "gradcam")),
     ("similarity.quality_map=worse", ("similarity.quality_map='worse'", "raw, inverted, drop")),

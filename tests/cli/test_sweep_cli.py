@@ -86,6 +86,7 @@ print("alive", sum(isinstance(o, EvaluationModule) for o in gc.get_objects()))
 """
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 def test_a_sweeps_finished_cells_do_not_stay_in_memory(tmp_path):
     """Hydra runs a sweep's cells one after another in one process; each cell's trainer, module and models sit in
     reference cycles: the entry point frees them when the cell ends (about 150 MB a cell otherwise)."""

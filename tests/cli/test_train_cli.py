@@ -196,6 +196,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
     assert "GPU available" not in proc.stdout + proc.stderr  # stopped before the trainer was built
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 def test_unknown_quality_category_is_one_line_error(tmp_path):
     data = make_dataset(tmp_path / "data", 2)
     proc = run_cli("train.py", "dataset=folder", f"dataset.root={data}", *SMALL, "dataset.quality_filter=[Good,Great]",
@@ -203,6 +204,7 @@ def test_unknown_quality_category_is_one_line_error(tmp_path):
     assert_one_line_error(proc, "Unknown quality category ['Great']", "dataset.quality_filter=[Good,Excellent]")
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 def test_missing_pretrained_weights_offline_is_one_line_error_or_untrained_with_the_fallback(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty cache
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # and no way to download, even where there is a network
@@ -220,6 +222,7 @@ def test_missing_pretrained_weights_offline_is_one_line_error_or_untrained_with_
     assert summary["meta"]["initial_weights"] == {"name": "untrained"}
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 def test_flat_folder_cannot_be_trained_on(tmp_path):
     make_dataset(tmp_path / "nested", 1)
     flat = tmp_path / "flat"

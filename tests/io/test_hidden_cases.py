@@ -207,6 +207,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 def test_disk_full_mid_run_keeps_rows_says_one_line_and_resumes_exactly(small_disk, data, reference):
     want, _ = reference
     folder = small_disk / "run"
@@ -254,6 +255,7 @@ def test_damaged_entries_of_both_caches_are_recomputed_not_used(tmp_path, data, 
     assert_same_folder(tmp_path / "third", want)
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 def test_read_only_default_output_folder_is_one_line(tmp_path, data):
     outputs = tmp_path / "cwd" / "outputs"
     outputs.parent.mkdir()

@@ -130,6 +130,7 @@ def test_rows_are_committed_only_after_their_files(tmp_path):
     assert sorted(w.read_rows(PER_IMAGE)) == [0, 1, 3]  # the row whose file failed is redone on resume
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 def test_a_second_process_on_the_folder_is_refused_naming_the_holder(tmp_path):
     with RunLock(tmp_path):
         with pytest.raises(RunFolderError, match=f"in use by process {os.getpid()} on {socket.gethostname()}"):

@@ -47,6 +47,7 @@ def test_malicious_checkpoint_does_not_execute(tmp_path, loader):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # a fresh Python process per run (imports torch): end to end
 def test_malicious_checkpoint_via_cli_is_one_line_error(tmp_path):
     path, marker = malicious_checkpoint(tmp_path)
     run = tmp_path / "run"
