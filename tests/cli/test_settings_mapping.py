@@ -108,6 +108,17 @@ def test_dashboard_config(cfg):
                     "pretrained": True, "seed": 17, "dataset": "ImageFolder"}
 
 
+def test_dashboard_names_a_given_checkpoint_as_the_weights():
+    cfg = _compose(["classifier.checkpoint=/w/best.ckpt"])
+    assert cli.dashboard_config(cfg, cli.explanation(cfg))["classifier_weights"] == "/w/best.ckpt"
+
+
+def test_a_quality_group_without_normalization_is_passed_as_it_is():
+    cfg = _compose(["~quality.normalization", "quality.seed=3"])
+    node = cli.quality_model_config(cfg)
+    assert set(node) == set(cfg.quality) and node.seed == 3
+
+
 def test_quality_model_config_drops_only_normalization(cfg):
     node = cli.quality_model_config(cfg)
     assert "normalization" not in node
