@@ -53,6 +53,18 @@ def test_cell_inputs_outputs_speed(cfg):
     assert speed == Speed(channels_last=True, fold_batchnorm=False)
 
 
+def test_keys_a_config_lacks_take_the_documented_defaults():
+    bare = _compose(["dataset=folder"])
+    with read_write(bare), open_dict(bare):  # a dataset config of one's own, written without these keys
+        for node, key in ((bare.dataset, "corrupt_at"), (bare.dataset, "small"), (bare.dataset, "max_pixels"),
+                          (bare, "corruption_backend"), (bare, "maps_format")):
+            del node[key]
+    _, inputs, outputs, _ = cli.settings(bare, "/r", None, processes=1, resume_command="python evaluate.py again")
+    assert (inputs.corrupt_at, inputs.small, inputs.max_pixels, inputs.corruption_backend) == (
+        "crop", "upscale", 50_000_000, "numpy")
+    assert outputs.maps_format == "npz" and outputs.resume_command == "python evaluate.py again"
+
+
 def test_workers_auto_are_shared_by_the_processes(cfg, monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda _: set(range(12)), raising=False)
     auto = _compose(["dataset.num_workers=auto"])
