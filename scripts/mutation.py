@@ -7,7 +7,8 @@
 Each module runs in its own scratch folder (a copy of src/, tests/ and pyproject.toml with a generated
 [tool.mutmut] section), so the checkout is never touched and each module's mutants run only that module's fast
 tests. Prints one line per module (mutants, killed, survived, equivalent, score) and exits 1 when a module
-scores below min_score or a surviving mutant is neither killed nor listed as equivalent in scripts/mutation.toml.
+scores below min_score or a surviving mutant is neither killed nor listed as equivalent in scripts/mutation.toml
+(a module with `gate = false`, whose survivors are not reviewed yet, is reported without failing the run).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def prepare(workdir: Path, source: str, tests: list[str]) -> None:
         'source_paths = ["src"]',
         f"only_mutate = {_toml_list([source])}",
         f"pytest_add_cli_args_test_selection = {_toml_list(tests)}",
-        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]',
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-m", "not slow"]',
         "use_git_change_detection = false",
     ]) + "\n"
     (workdir / "pyproject.toml").write_text(pyproject)
@@ -124,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    not killed, not listed as equivalent: {m} ({statuses[m]})")
             if args.list_survivors:
                 print(show(workdir, m))
-        if score < config.get("min_score", 0.9) or unlisted:
+        if not modules[name].get("gate", True):  # in scope, survivors not reviewed yet: reported, not gating
+            print(f"    {name}: not gating (gate = false in scripts/mutation.toml)")
+        elif score < config.get("min_score", 0.9) or unlisted:
             failed = True
     considered = totals["mutants"] - totals["equivalent"]
     if considered:
