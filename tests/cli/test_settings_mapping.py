@@ -112,19 +112,6 @@ def test_selection_defaults_and_eval_size_scorer():
     assert Selection.from_options({}, 3, None, True, split="train").split == "train"
 
 
-def test_dashboard_config(cfg):
-    flat = cli.dashboard_config(cfg, cli.explanation(cfg))
-    assert flat == {"corruption": "contrast", "severity": 4, "attribution": "integrated_gradients",
-                    "attribution_target": "label", "classifier": "resnet18", "classifier_weights": "IMAGENET1K_V1",
-                    "quality_saliency": "smoothgrad", "quality_map": "inverted", "precision": "32-true",
-                    "pretrained": True, "seed": 17, "dataset": "ImageFolder"}
-
-
-def test_dashboard_names_a_given_checkpoint_as_the_weights():
-    cfg = _compose(["classifier.checkpoint=/w/best.ckpt"])
-    assert cli.dashboard_config(cfg, cli.explanation(cfg))["classifier_weights"] == "/w/best.ckpt"
-
-
 def test_a_quality_group_without_normalization_is_passed_as_it_is():
     cfg = _compose(["~quality.normalization", "quality.seed=3"])
     node = cli.quality_model_config(cfg)
