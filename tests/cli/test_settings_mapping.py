@@ -82,6 +82,14 @@ def test_explanation(cfg):
         quality_map="inverted")  # the quality method is seeded by the run's seed unless given
 
 
+def test_method_options_are_resolved_and_bad_quality_options_name_their_key():
+    cfg = _compose(["attribution=smoothgrad", "seed=23"])
+    assert cli.explanation(cfg).options["seed"] == 23  # ${seed} in conf/attribution/smoothgrad.yaml, resolved
+    bad = _compose(["similarity.quality_saliency=smoothgrad", "+similarity.quality_saliency_options.nt_sample=3"])
+    with pytest.raises(ConfigError, match=r"similarity\.quality_saliency_options"):
+        cli.explanation(bad)
+
+
 def test_quality_method_seed_given_wins_and_local_takes_no_options():
     cfg = _compose(["seed=17", "similarity.quality_saliency=smoothgrad",
                           "+similarity.quality_saliency_options.seed=4"])
