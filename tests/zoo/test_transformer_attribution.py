@@ -121,3 +121,29 @@ def test_attention_rollout_refuses_a_cnn_in_one_line() -> None:
     with pytest.raises(ConfigError, match="needs a timm ViT/DeiT.*attribution=gradcam") as info:
         build_attribution("attention_rollout", load_classifier("resnet18", pretrained=False).model)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("arch", "layer"), [
+    ("vit_b_16", "net.encoder.layers.encoder_layer_11.ln_1"),  # torchvision names its blocks encoder_layer_N
+    ("swin_t", "net.features.7"),  # torchvision's last stage (stages and patch mergings alternate in features)
+])
+def test_torchvision_transformers_default_to_their_last_block(arch: str, layer: str) -> None:
+    model = load_classifier(arch, pretrained=False).model
+    assert default_layer(model) == layer
+    assert build_attribution("gradcam", model).layer_path == layer
+
+
+def test_torchvision_vit_gradcam_equals_pytorch_grad_cam_with_reshape_transform() -> None:
+    torch.manual_seed(0)
+    model = load_classifier("vit_b_16", pretrained=False).model
+    torch.nn.init.normal_(model.net.heads.head.weight, std=0.02)  # torchvision initialises the head to zeros
+    x = _images(1)
+    with torch.no_grad():
+        target = model(x).argmax(dim=1)
+    got = build_attribution("gradcam", model).attribute(x.clone().requires_grad_(True), target)
+    layer = model.net.encoder.layers[-1].ln_1
+    with pgc.GradCAM(model=model, target_layers=[layer], reshape_transform=_vit_reshape(1, (14, 14))) as cam:
+        peer = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in target])
+    ours_map, peer_map = _minmax(got)[0], peer[0]
+    assert ours_map.std() > 0 and peer_map.std() > 0
+    assert _cc(ours_map, peer_map) >= 0.9999

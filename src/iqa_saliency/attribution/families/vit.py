@@ -25,7 +25,8 @@ def _matches(module: nn.Module) -> bool:
 def _default_layer(net: nn.Module) -> str:
     if is_timm_vit(net):
         return f"blocks.{len(net.blocks) - 1}.norm1"
-    return f"encoder.layers.{len(net.encoder.layers) - 1}.ln_1"
+    last = list(net.encoder.layers.named_children())[-1][0]  # torchvision names its blocks encoder_layer_N
+    return f"encoder.layers.{last}.ln_1"
 
 
 def _grid(net: nn.Module) -> tuple[int, int]:
