@@ -106,9 +106,10 @@ def test_the_corrected_command_runs_in_the_same_folder(tmp_path, resume):
     from helpers.images import make_image
 
     for i in range(2):
-        make_image(tmp_path / "data" / f"im{i}.png", size=(40, 40), seed=i)
+        make_image(tmp_path / "data" / f"im{i}.png", size=(72, 72), seed=i)
     run = tmp_path / "run"
-    args = [*FAST, "dataset=folder", f"dataset.root={tmp_path / 'data'}", "dataset.resize=32", "dataset.crop=32",
+    # 64 px: Grad-CAM's layer4 is 2x2 there (at 32 px it is 1x1, which the layer check refuses)
+    args = [*FAST, "dataset=folder", f"dataset.root={tmp_path / 'data'}", "dataset.resize=64", "dataset.crop=64",
             f"hydra.run.dir={run}", *(["resume=true"] if resume else [])]
     assert run_cli("evaluate.py", *args, "maps_format=nzp").returncode == 2
     assert run_cli("evaluate.py", *args, "attribution.options.layer=net.layer5").returncode == 2
