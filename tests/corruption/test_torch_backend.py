@@ -114,6 +114,7 @@ def test_jpeg_batch_split_across_threads_is_pil_per_image(mixed, threads, layout
 
 JPEG_THREADS_SCRIPT = """
 import os, torch
+import cv2  # imported lazily by the JPEG path; importing OpenCV starts a thread of its own, not a pool thread
 from iqa_saliency.corruption.torch_backend import corrupt_batch
 torch.set_num_threads(2)
 # 224 px: torch copies fewer than 32768 elements in one thread, so smaller images would hide a parallel op
