@@ -17,8 +17,9 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make
 
 def gpu_check_commands(device: str) -> list[list[str]]:
     """The commands of `make gpu-check DEVICE=device` as argument lists (environment assignments dropped)."""
-    proc = subprocess.run(["make", "-n", "gpu-check", f"DEVICE={device}", "PY=python", "BENCH_OUT=bench-out"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    # --no-print-directory: under a parent make (`make test`), make prints "Entering directory" lines
+    proc = subprocess.run(["make", "--no-print-directory", "-n", "gpu-check", f"DEVICE={device}", "PY=python",
+                           "BENCH_OUT=bench-out"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     commands = []
     for line in proc.stdout.splitlines():
