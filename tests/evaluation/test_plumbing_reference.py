@@ -297,7 +297,7 @@ COLUMNS = ["index", "image", "label", "label_name", "corruption", "severity", "m
            "clean_pred", "clean_pred_prob", "confidence_drop", "flipped", "correct_top1", "correct_top5", "sim_cc",
            "sim_sim", "sim_kld", "sim_spearman", "sim_cc_local", "sim_cc_qattr", "attr_stability_cc",
            "quality_stability_cc", "change_cc", "change_spearman", "sim_cc_clean", "maps", "quality_weights",
-           "classifier_weights"]
+           "classifier_weights", "quality_map_kind"]
 
 
 def _rows(run: Run, expected: Expected) -> list[tuple[dict[str, str], dict]]:
@@ -420,6 +420,8 @@ def test_summary_numbers(run, expected):
     assert s["explained_layer"] == {"classifier": None, "quality": None}  # saliency and local scores: no layer
     assert {r["quality_weights"] for r in run.rows} == {"region-quality"}
     assert {r["classifier_weights"] for r in run.rows} == {"region-rules"}
+    # a PaQ-2-PiQ-shaped quality model (no map_kind of its own): its map is its local scores, on every row
+    assert {r["quality_map_kind"] for r in run.rows} == {s["quality_map_kind"]} == {"model:paq2piq_local_scores"}
     assert s["classifier"] == {"arch": "region", "num_classes": len(CLASS_NAMES)}
     used = "none" if v.severity == 0 else "numpy"
     assert (s["corruption_backend"]["requested"], s["corruption_backend"]["used"]) == ("numpy", used)

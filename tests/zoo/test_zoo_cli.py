@@ -37,6 +37,7 @@ def test_piqe_and_a_vit_run_end_to_end(tmp_path):
     assert "Default attribution layer of the vit family: 'net.blocks.11.norm1'" in proc.stdout + proc.stderr
     with open(run / "per_image.csv") as fh:
         rows = list(csv.DictReader(fh))
+    assert {row["quality_map_kind"] for row in rows} == {"model:piqe_distortion_masks"}  # on every row too
     for row in rows:  # PIQE: lower is better, so the drop is the corrupted score minus the clean one
         assert float(row["mos_drop"]) == pytest.approx(float(row["mos"]) - float(row["mos_clean"]), rel=1e-5)
 

@@ -32,6 +32,7 @@ from ..io.resume import DATASET_FILE, launch_rank, start_run
 from ..io.run_writer import RunWriter
 from ..io.schema import INCOMPLETE, PER_IMAGE, SKIPPED, SUMMARY
 from ..models.classifier import FOLDER_ORDER, Classifier
+from ..models.paq2piq import quality_map_kind
 from .metrics import summarize_rows
 from .module import EvaluationModule, PairData, Preview
 from .settings import EvaluationModels, Explanation, Inference, Outputs, Speed
@@ -288,7 +289,7 @@ def _run_locked(source: ImageSource, models: EvaluationModels, trainer: pl.Train
         "classifier": {"arch": classifier.arch, "num_classes": classifier.num_classes},
         "corruption_backend": backend.as_dict(),  # requested, what really ran (and why), imagecorruptions
         "score_normalizer": asdict(models.normalizer),
-        "quality_map_kind": getattr(models.quality, "map_kind", "model:paq2piq_local_scores"),
+        "quality_map_kind": quality_map_kind(models.quality),
         "quality_lower_better": bool(getattr(models.quality, "lower_better", False)),
         "clean_cache": clean_cache.stats() if clean_cache else None,
         "world_size": world,

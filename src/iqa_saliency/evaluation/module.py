@@ -28,7 +28,7 @@ from ..heap import release_free_heap
 from ..io.maps import ZarrMaps
 from ..io.run_writer import RunWriter
 from ..models.folding import explains_folded_output, fold_batchnorm
-from ..models.paq2piq import GlobalScore, ScoreNormalizer
+from ..models.paq2piq import GlobalScore, ScoreNormalizer, quality_map_kind
 from ..report.figures import overlay, save_comparison_figure
 from .metrics import RunMetrics
 from .settings import EvaluationModels, Explanation, Inference, Outputs, Speed
@@ -128,7 +128,7 @@ class EvaluationModule(pl.LightningModule):
         self.explain, self.cell, self.inputs, self.outputs, self.speed = explain, cell, inputs, outputs, speed
         self.normalizer = models.normalizer
         self.mos_sign = -1.0 if getattr(models.quality, "lower_better", False) else 1.0  # drop = loss of quality
-        self.weights_columns = models.resolved.columns()  # which weights ran, on every row
+        self.weights_columns = {**models.resolved.columns(), "quality_map_kind": quality_map_kind(models.quality)}
         self.figure_mark = models.resolved.figure_mark()  # "untrained" on every figure
         self.metrics = RunMetrics(QATTR_MEAN_COLUMNS)
         self.clean_cache = clean_cache

@@ -10,6 +10,7 @@ PER_IMAGE_COLUMNS = [
     "sim_cc", "sim_sim", "sim_kld", "sim_spearman", "sim_cc_local", "sim_cc_qattr", "attr_stability_cc",
     "quality_stability_cc", "change_cc", "change_spearman", "sim_cc_clean", "maps",
     "quality_weights", "classifier_weights",  # the weights each model ran with ("untrained"; models.resolution)
+    "quality_map_kind",  # the quality map's source: the model's own output ("model:...") or "attribution:<method>"
 ]
 SKIPPED_COLUMNS = ["index", "image", "reason"]
 PER_IMAGE = "per_image.csv"

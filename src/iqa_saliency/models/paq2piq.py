@@ -81,6 +81,14 @@ def block_rois(height: int, width: int, grid: int = GRID) -> torch.Tensor:
     return torch.tensor(boxes, dtype=torch.float32)
 
 
+LOCAL_SCORES_MAP = "model:paq2piq_local_scores"  # the quality map is the model's own 20x20 local scores
+
+
+def quality_map_kind(model: nn.Module) -> str:
+    """What a quality model's map is: its own spatial output ("model:...") or an attribution ("attribution:...")."""
+    return getattr(model, "map_kind", LOCAL_SCORES_MAP)  # a PaQ-2-PiQ-shaped module: its local scores
+
+
 class PaQ2PiQ(nn.Module):
     """ResNet18 body + RoIPool head. Input: RGB in [0, 1], any size, no normalisation.
 
