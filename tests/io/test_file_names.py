@@ -87,7 +87,7 @@ def test_a_run_over_hostile_names_finishes_and_resume_finds_it_complete(tmp_path
     (data / "broken.png").write_bytes(b"not an image")
     run = tmp_path / "run"
     args = ["pretrained=false", "logger=none", "trainer.enable_progress_bar=false", "dataset=folder",
-            f"dataset.root={data}", "dataset.resize=32", "dataset.crop=32", "dataset.num_workers=0", "figures=2",
+            f"dataset.root={data}", "dataset.resize=64", "dataset.crop=64", "dataset.num_workers=0", "figures=2",
             "dataset.save_images=true", f"hydra.run.dir={run}"]
     proc = run_cli("evaluate.py", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
