@@ -142,12 +142,14 @@ def test_compare_maps_pools_the_attribution_then_applies_each_definition():
             assert got[name][i].item() == pytest.approx(want[f"sim_{name}"], rel=1e-9), name
 
 
-def test_change_maps_hand_case():
+@pytest.mark.parametrize(("peak_clean", "peak_corrupted"), [(10.0, 20.0), (0.5, 0.25)])  # spans above and below 1
+def test_change_maps_hand_case(peak_clean, peak_corrupted):
     # quality moved only in the bottom-right cell (by 4); the attribution's peak moved from the top-left pixel to
-    # the bottom-right one (and doubled, which min-max scaling ignores): |Δ attribution| pooled = [[.25, 0], [0, .25]]
+    # the bottom-right one (and changed scale, which min-max scaling ignores): |Δ attribution| pooled =
+    # [[.25, 0], [0, .25]]
     q_clean, q_corr = np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[1.0, 2.0], [3.0, 0.0]])
     a_clean, a_corr = np.zeros((4, 4)), np.zeros((4, 4))
-    a_clean[0, 0], a_corr[3, 3] = 10.0, 20.0
+    a_clean[0, 0], a_corr[3, 3] = peak_clean, peak_corrupted
     got = compare_changes(t(q_clean[None]), t(q_corr[None]), t(a_clean[None]), t(a_corr[None]))
     # CC of [0, 0, 0, 4] and [.25, 0, 0, .25]: 0.5 / (√12 · 0.25) = 1/√3; ranks [2, 2, 2, 4] and
     # [3.5, 1.5, 1.5, 3.5] give the same
