@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from helpers import reference as ref
 from helpers import stub_classifier as stub
-from helpers.cli import ROOT, run_cli
+from helpers.cli import run_cli
 from PIL import Image
 from scipy import stats
 
@@ -51,17 +50,10 @@ class Run:
 
 def _cli_run(tmp: Path) -> Run:
     out = tmp / "run"
-    env_before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "tests"), env_before) if p)
-    try:
-        proc = run_cli("evaluate.py", "pretrained=false", "logger=none", "figures=0",
-                       f"dataset.source.names=[{','.join(SAMPLES)}]", *OVERRIDES, "dataset.save_images=true",
-                       f"corruption={CORRUPTION}", f"severity={SEVERITY}", f"seed={SEED}", f"hydra.run.dir={out}")
-    finally:
-        if env_before is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = env_before
+    proc = run_cli("evaluate.py", "pretrained=false", "logger=none", "figures=0",
+                   f"dataset.source.names=[{','.join(SAMPLES)}]", *OVERRIDES, "dataset.save_images=true",
+                   f"corruption={CORRUPTION}", f"severity={SEVERITY}", f"seed={SEED}", f"hydra.run.dir={out}",
+                   tests_importable=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     with (out / "per_image.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from helpers import plumbing_reference as pr
 from helpers import reference as ref
-from helpers.cli import ROOT, run_cli
+from helpers.cli import run_cli
 from helpers.plumbing_models import CLASS_NAMES
 from PIL import Image
 from scipy import stats
@@ -155,18 +155,9 @@ def _in_process(v: Variant, root: Path, tmp: Path) -> Path:
 
 
 def _command_line(v: Variant, root: Path, tmp: Path) -> Path:
-    import os
 
     run_dir = tmp / "run"
-    env_before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "tests"), env_before) if p)
-    try:
-        proc = run_cli("evaluate.py", *overrides(v, root, tmp), f"hydra.run.dir={run_dir}")
-    finally:
-        if env_before is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = env_before
+    proc = run_cli("evaluate.py", *overrides(v, root, tmp), f"hydra.run.dir={run_dir}", tests_importable=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return run_dir
 
