@@ -2,7 +2,7 @@
 
 A small MIT-Indoor-like dataset, PaQ-2-PiQ weights and a study checkpoint with seeded random values, and a folder
 laid out like the study's repository with test_images/ and mos.csv written by the study's code restated in
-tests/helpers/study_reference.py. For the README's example table:
+tests/helpers/study_reference.py. For the example table in docs/reproducing-the-study.md:
 
     python scripts/study_fixture.py /tmp/study-fixture
 """

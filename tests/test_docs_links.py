@@ -50,12 +50,14 @@ def anchors(page: Path) -> set[str]:
 
 def relative_links(page: Path) -> list[str]:
     """The link targets of a page that are neither absolute URLs nor inside code."""
-    targets = []
-    for line in prose_lines(page.read_text(encoding="utf-8")):
-        for target in LINK.findall(INLINE_CODE.sub("", line)):
-            if not re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):
-                targets.append(target)
-    return targets
+    prose = INLINE_CODE.sub("", "\n".join(prose_lines(page.read_text(encoding="utf-8"))))  # links may wrap lines
+    return [target for target in LINK.findall(prose) if not re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I)]
+
+
+def test_a_link_that_wraps_a_line_is_found(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("See [the\nrun folder](../README.md#where) and `[not](code.md)`.\n```\n[nor](fenced.md)\n```\n")
+    assert relative_links(page) == ["../README.md#where"]
 
 
 def test_github_slug_follows_githubs_rules():

@@ -18,7 +18,7 @@ from helpers import reference as ref
 from helpers.plumbing_models import GAIN, GRID, LOCAL_SCALE, QUALITY_BASE, QUALITY_SCALE, RULES
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
-MIN_SIDE = 32  # corruptions and PaQ-2-PiQ need 32 px (README: "Unusable files are skipped")
+MIN_SIDE = 32  # corruptions and PaQ-2-PiQ need 32 px (docs/durability.md: "Unusable files are skipped")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ MAX_PREPARED_PIXELS = 50_000_000
 #   imagefolder: what torchvision's ImageFolder loader (and so the original study) does: PIL convert("RGB") as
 #                stored -- no EXIF rotation, alpha dropped (the colour under a transparent pixel shows)
 #   torchvision: a JPEG decoded by torchvision.io.decode_jpeg (libjpeg-turbo, EXIF rotation applied), any other
-#                file as `oriented`; the same pixels as PIL on the bundled samples (see README, "Decoding")
+#                file as `oriented`; the same pixels as PIL on the bundled samples (see docs/backends.md)
 DECODE_MODES = ("oriented", "imagefolder", "torchvision")
 # dataset.small: what happens to an image whose shorter side is below the crop
 #   upscale: resize the shorter side to the crop first (no borders)

@@ -192,7 +192,8 @@ class Verifier:
             verdict = PASS if here == p.category else FAIL
             if verdict == FAIL and self.o.clive is None:
                 verdict, note = EXPLAINED, ("the study's categories come from a normalisation fitted on CLIVE and "
-                                            "never saved (README difference 6): --clive DIR re-fits it")
+                                            "never saved (docs/reproducing-the-study.md, difference 6): "
+                                            "--clive DIR re-fits it")
             self.rows.append(Row("category", p.item, p.category, f"{here} ({normalizer.name})", "" if here ==
                                  p.category else "differs", verdict, self.source, note))
 
@@ -290,7 +291,8 @@ class Verifier:
         if self.o.sweep is None:
             if self.o.mit_indoor is not None:
                 self.rows.append(Row("curve", "all", "published_curves.csv", "", "", NOT_RUN, "plots/*.png",
-                                     "run the README's original_study sweep, then give --sweep FOLDER"))
+                                     "run the original_study sweep (docs/reproducing-the-study.md), "
+                                     "then give --sweep FOLDER"))
             return
         self.rows.extend(curve_rows(self.o.sweep / "summary.csv"))
 
