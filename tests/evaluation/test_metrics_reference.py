@@ -13,7 +13,7 @@ from scipy import stats
 
 from iqa_saliency.evaluation.metrics import MeanStd, summarize_rows
 
-# per-image column -> summary.json key, written out from the README/summary.json, not imported
+# per-image column -> summary.json key, written out from docs/outputs.md/summary.json, not imported
 KEYS = {
     "correct_top1": "acc/top1", "correct_top5": "acc/top5", "flipped": "robustness/flip_rate",
     "mos_clean": "quality/mos_clean_mean", "mos_drop": "quality/mos_drop",

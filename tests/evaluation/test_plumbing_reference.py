@@ -282,7 +282,7 @@ def expected(run) -> Expected:
 
 # -------------------------------------------------------------------------------------------------- the tests
 
-# the columns the README lists for per_image.csv, in its order
+# the columns docs/outputs.md lists for per_image.csv, in its order
 COLUMNS = ["index", "image", "label", "label_name", "corruption", "severity", "mos", "mos_normalized",
            "quality_category", "mos_clean", "quality_category_clean", "mos_drop", "pred", "pred_name", "pred_prob",
            "clean_pred", "clean_pred_prob", "confidence_drop", "flipped", "correct_top1", "correct_top5", "sim_cc",
@@ -321,7 +321,7 @@ def test_the_case_tells_the_plumbing_apart(run, expected):
 
 def test_which_images_are_evaluated_and_skipped(run, expected):
     header = list(run.rows[0])
-    assert [c for c in header if c in COLUMNS] == COLUMNS  # in the README's order (columns added later may follow)
+    assert [c for c in header if c in COLUMNS] == COLUMNS  # in docs/outputs.md's order (columns added later may follow)
     assert [(int(r["index"]), r["image"]) for r in run.rows] == [(e["index"], i) for i, e in expected.rows.items()]
     assert [(int(r["index"]), r["image"]) for r in run.skipped] == list(
         (i, image) for image, i in expected.skipped.items())

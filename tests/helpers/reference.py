@@ -86,7 +86,7 @@ def mit_sim(a: np.ndarray, b: np.ndarray) -> float:
 def mit_kld(q_map: np.ndarray, p_map: np.ndarray) -> float:
     """KL(Q ‖ P) in the MIT benchmark's form, Σ Q log(eps + Q / (P + eps)); Q the reference distribution.
 
-    Here Q is the quality map (the "fixation map" role) and P the attribution map (the prediction). As the README
+    Here Q is the quality map (the "fixation map" role) and P the attribution map (the prediction). As docs/outputs.md
     documents for this project, both are min-max normalised before being divided by their sums; the MIT code's own
     KLdiv only divides by the sum (its min-max step belongs to SIM).
     """
@@ -112,7 +112,7 @@ def similarities(quality: np.ndarray, attribution: np.ndarray) -> dict[str, floa
 
 def change_similarity(q_clean: np.ndarray, q_corr: np.ndarray, a_clean: np.ndarray, a_corr: np.ndarray
                       ) -> dict[str, float]:
-    """change_cc / change_spearman as the README defines them: |q_clean − q_corr| against |Δ attribution|,
+    """change_cc / change_spearman as docs/maps.md defines them: |q_clean − q_corr| against |Δ attribution|,
     each attribution map min-max scaled to [0, 1] before the difference, which is then averaged onto the
     quality map's grid."""
     def scaled(m: np.ndarray) -> np.ndarray:
