@@ -86,8 +86,25 @@ def test_method_options_are_resolved_and_bad_quality_options_name_their_key():
     cfg = _compose(["attribution=smoothgrad", "seed=23"])
     assert cli.explanation(cfg).options["seed"] == 23  # ${seed} in conf/attribution/smoothgrad.yaml, resolved
     bad = _compose(["similarity.quality_saliency=smoothgrad", "+similarity.quality_saliency_options.nt_sample=3"])
-    with pytest.raises(ConfigError, match=r"similarity\.quality_saliency_options"):
+    with pytest.raises(ConfigError, match=r"Use similarity\.quality_saliency_options keys from"):
         cli.explanation(bad)
+
+
+def test_an_absent_options_node_gives_no_options():
+    cfg = _compose(["attribution=saliency"])
+    with read_write(cfg), open_dict(cfg):  # a method config of one's own, written without `options`
+        del cfg.attribution["options"]
+    assert cli.explanation(cfg).options == {}
+
+
+def test_the_layer_is_checked_against_the_configured_architecture():
+    # torchvision's ResNet-50 has three blocks in layer4, ResNet-18 two: only the configured arch decides
+    deep = cli.explanation(_compose(["classifier=resnet50", "attribution=gradcam",
+                                     "attribution.options.layer=net.layer4.2"]))
+    assert deep.options["layer"] == "net.layer4.2"
+    with pytest.raises(ConfigError, match=r"no layer 'net\.layer4\.2'"):
+        cli.explanation(_compose(["classifier=resnet18", "attribution=gradcam",
+                                  "attribution.options.layer=net.layer4.2"]))
 
 
 def test_quality_method_seed_given_wins_and_local_takes_no_options():
