@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +128,7 @@ def load_models(cfg: DictConfig, selection: Selection, given: GivenModels | None
         load_with_fallback,
         quality_request,
     )
+    from .model_reuse import reused
 
     quality_cfg = quality_model_config(cfg)
     given = given or GivenModels()
@@ -135,18 +137,20 @@ def load_models(cfg: DictConfig, selection: Selection, given: GivenModels | None
     if given.quality is not None:
         (quality, quality_weights), quality_resolved = given.quality, as_given("quality", given.quality[1])
     else:
-        (quality, quality_weights), quality_resolved = load_with_fallback(
+        (quality, quality_weights), quality_resolved = reused(cfg, "quality", quality_cfg, lambda: load_with_fallback(
             quality_request(cfg.quality.get("checkpoint"), cfg.quality.get("pretrained", True), releases),
             lambda: instantiate(quality_cfg), lambda: instantiate(quality_cfg, pretrained=False),
-            lambda loaded: loaded[1], allow)
+            lambda loaded: loaded[1], allow))
     c = cfg.classifier
     if given.classifier is not None:
         classifier, classifier_resolved = given.classifier, as_given("classifier", given.classifier.weights)
     else:
-        classifier, classifier_resolved = load_with_fallback(
+        classifier, classifier_resolved = reused(cfg, "classifier", c, lambda: load_with_fallback(
             classifier_request(c.get("arch", ""), c.get("weights"), c.get("checkpoint"), c.get("pretrained", True)),
             lambda: instantiate(c), lambda: instantiate(c, pretrained=False, checkpoint=None),
-            lambda loaded: loaded.weights, allow)
+            lambda loaded: loaded.weights, allow))
+        # the cell may rename the classes (map_labels: folder order); the next cell starts from the loaded names
+        classifier = replace(classifier, class_names=list(classifier.class_names), extra=dict(classifier.extra))
     weights = ModelWeights(quality_resolved, classifier_resolved)
     weights.log()
     if quality_resolved.fallback:
@@ -159,18 +163,6 @@ def load_models(cfg: DictConfig, selection: Selection, given: GivenModels | None
     selection.normalizer = normalizer  # the quality filter's categories use it too
     return EvaluationModels(quality=quality, quality_weights=quality_weights, classifier=classifier,
                             normalizer=normalizer, weights=weights)
-
-
-def check_layers(models: EvaluationModels, explain: Explanation, data: DictConfig) -> None:
-    """Refuse a layer method's layer that cannot give a spatial map (probed at the run's input size)."""
-    from ..attribution.layer_check import check_layer_method
-    from ..models.paq2piq import GlobalScore
-
-    side = next((v for v in (data.get("crop"), data.get("resize")) if isinstance(v, int) and v >= 32), 224)
-    check_layer_method(explain.method, explain.options, models.classifier.model, (side, side))
-    if explain.quality_saliency != "local":
-        check_layer_method(explain.quality_saliency, explain.quality_options, GlobalScore(models.quality),
-                           (side, side), key="similarity.quality_saliency_options.layer", what="quality model")
 
 
 _banners: set[str] = set()  # the weights banners this process has shown (a sweep shows each once)
@@ -236,6 +228,7 @@ def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, s
     from ..evaluation.cell import run_evaluation
     from ..models.classifier import read_checkpoint_meta
     from ..report.loggers import finish_logger, log_cell_summary, log_preview_table, log_run_config
+    from .model_reuse import check_layers
     from .runtime import keep_wandb_inside, wandb_staging_in
 
     resolve_num_workers(cfg.dataset.num_workers)  # a bad value stops here, before any model is loaded

@@ -27,8 +27,9 @@ from ..data.protocol import Cell, Inputs
 from ..heap import release_free_heap
 from ..io.maps import ZarrMaps
 from ..io.run_writer import RunWriter
-from ..models.folding import explains_folded_output, fold_batchnorm
+from ..models.folding import explains_folded_output
 from ..models.paq2piq import GlobalScore, ScoreNormalizer, quality_map_kind
+from ..models.reuse import fold_once
 from ..report.figures import overlay, save_comparison_figure
 from .metrics import RunMetrics
 from .settings import EvaluationModels, Explanation, Inference, Outputs, Speed
@@ -88,7 +89,7 @@ def _with_explainer(model: torch.nn.Module, factory: Callable[[torch.nn.Module],
     A map over a folded convolution's output would take in its BatchNorm too, so then the model stays unfolded.
     """
     if fold:
-        folded = fold_batchnorm(model)
+        folded = fold_once(model)  # once per model a sweep reuses (models.reuse)
         explainer = factory(folded)
         if not explains_folded_output(explainer):
             return folded.eval(), explainer
