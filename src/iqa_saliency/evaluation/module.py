@@ -7,7 +7,6 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,7 @@ from ..io.run_writer import RunWriter
 from ..models.folding import explains_folded_output
 from ..models.paq2piq import GlobalScore, ScoreNormalizer, quality_map_kind
 from ..models.reuse import fold_once
-from ..report.figures import overlay, save_comparison_figure
+from ..report.comparison import Preview, save_comparison_figure
 from .metrics import RunMetrics
 from .settings import EvaluationModels, Explanation, Inference, Outputs, Speed
 from .similarity import compare_changes, compare_maps, pearson_cc, pool_to_grid, select_quality_map
@@ -66,16 +65,6 @@ class PairData(pl.LightningDataModule):
         """Keep the batch on the host: the module stacks images per size group and copies them once
         (`EvaluationModule._to_float`); the uint8 images also feed the CPU-side writing."""
         return batch
-
-
-@dataclass
-class Preview:
-    """One image's row with its input and both overlays, for experiment-logger tables."""
-
-    row: dict[str, Any]
-    image: np.ndarray
-    quality_overlay: np.ndarray
-    attribution_overlay: np.ndarray
 
 
 # Trimming has a price (freed pages fault in again when reused), so it is done every so many batches.
@@ -408,10 +397,10 @@ class EvaluationModule(pl.LightningModule):
             f"MOS {row['mos']:.1f} ({row['quality_category']}) · clean {row['mos_clean']:.1f}",
             f"{self.explain.method}: {row['pred_name']} {row['pred_prob']:.2f} · {cc} {row['sim_cc']:.2f}",
         )
-        save_comparison_figure(self.writer.run_dir / "figures" / f"{stem}.png", image, qmap, attr, titles,
-                               mark=self.figure_mark)
-        self.previews.append(Preview(row, image, overlay(image, qmap, cmap="RdYlGn", alpha=0.55),
-                                     overlay(image, attr, mode="bilinear")))
+        # drawn by a writer thread while the models go on; the row is committed once its figure is on disk too
+        self.writer.submit(save_comparison_figure, self.writer.run_dir / "figures" / f"{stem}.png", image, qmap,
+                           attr, titles, self.figure_mark)
+        self.previews.append(Preview(row, image, qmap, attr))
 
     def on_test_epoch_end(self) -> None:
         self.summary = self.metrics.compute()

@@ -1,5 +1,5 @@
-"""All figures: the per-image comparison (image | quality overlay | attribution overlay) and the sweep report's
-panels, each written through one save_figure (atomic PNG)."""
+"""The sweep report's figures, each written through one save_figure (atomic PNG), and the overlays the per-image
+comparison figure (report.comparison) draws."""
 
 from __future__ import annotations
 
@@ -62,30 +62,6 @@ def overlay(image: np.ndarray, heat: np.ndarray, cmap: str = "jet", alpha: float
     colored = plt.get_cmap(cmap)(heat)[..., :3]
     blended = (1 - alpha) * image.astype(np.float32) / 255.0 + alpha * colored
     return (np.clip(blended, 0, 1) * 255).round().astype(np.uint8)
-
-
-def save_comparison_figure(path: str | os.PathLike, image: np.ndarray, quality_map: np.ndarray,
-                           attribution: np.ndarray, titles: tuple[str, str, str], mark: str | None = None) -> None:
-    """Write the three-panel figure for one image to `path` (PNG); `mark` (untrained weights) is written across
-    the top in red and into the PNG's "Warning" text field."""
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), constrained_layout=True)
-    if mark:
-        fig.suptitle(mark, color="red", fontsize=12, fontweight="bold")
-    axes[0].imshow(image)
-    h, w = image.shape[:2]
-    im = axes[1].imshow(overlay(image, quality_map, cmap="RdYlGn", alpha=0.55))
-    sm = plt.cm.ScalarMappable(cmap="RdYlGn",
-                               norm=matplotlib.colors.Normalize(float(quality_map.min()), float(quality_map.max())))
-    fig.colorbar(sm, ax=axes[1], fraction=0.046, pad=0.02, label="local quality (raw score)")
-    axes[2].imshow(overlay(image, attribution, cmap="jet", alpha=0.5, mode="bilinear"))
-    sm2 = plt.cm.ScalarMappable(cmap="jet", norm=matplotlib.colors.Normalize(0, 1))
-    fig.colorbar(sm2, ax=axes[2], fraction=0.046, pad=0.02, label="attribution (min-max scaled)")
-    del im
-    for ax, title in zip(axes, titles, strict=True):
-        ax.set_title(title, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    save_figure(fig, path, dpi=100, metadata={"Warning": mark} if mark else None)
 
 
 def errorbar_line(ax: Any, rows: pd.DataFrame, column: str, k: int, label: str) -> None:
