@@ -38,6 +38,7 @@ from omegaconf import DictConfig, open_dict, read_write
 from PIL import Image
 from torch import nn
 
+from .attribution.given import given_attribution
 from .cli.evaluate import evaluate_cell
 from .cli.runtime import quiet_known_warnings, show_progress
 from .data.images import open_image, to_rgb
@@ -214,7 +215,7 @@ def evaluate_images(
     *,
     corruption: str | Sequence[str] = "motion_blur",
     severity: int | Sequence[int] = 2,
-    attribution: str = "gradcam",
+    attribution: str | Any = "gradcam",
     classifier: str | nn.Module = "resnet18",
     quality: str | nn.Module = "paq2piq",
     overrides: Sequence[str] = (),
@@ -230,7 +231,11 @@ def evaluate_images(
     `classifier` and `quality` are config names or models: an nn.Module classifier taking ImageNet-normalised
     input as torchvision's do (the [0, 1] pixels are normalised for it; "classifier.normalize=false" feeds them
     as they are), and a PaQ-2-PiQ-shaped quality module (forward -> (B, 1 + grid²), `split`), e.g. one from
-    `iqa_saliency.models.paq2piq.load_paq2piq` with your weights. `overrides` are command-line overrides
+    `iqa_saliency.models.paq2piq.load_paq2piq` with your weights. `attribution` is a method name, a captum
+    attribution object built on the nn.Module passed as `classifier` (e.g. IntegratedGradients(net),
+    LayerGradCam(net, net.layer4); its attribute() arguments via functools.partial(obj.attribute, n_steps=16)), or a
+    function (inputs, target) -> attributions on the [0, 1] pixels; see iqa_saliency.attribution.given and
+    docs/api.md. `overrides` are command-line overrides
     ("attribution.target=label", "similarity.quality_map=drop", "allow_untrained_fallback=true", ...); they come
     after the keyword arguments and win. No experiment logger and nothing on the console unless asked
     (`progress=True`: the progress bar and each cell's table; "logger=csv"). `figures=N`: the first N images'
@@ -243,15 +248,18 @@ def evaluate_images(
     """
     cells = [(c, int(s)) for c in _as_list(corruption) for s in _as_list(severity)]
     given = _given_models(classifier, quality, overrides)
+    if not isinstance(attribution, str):  # a captum object or a function (attribution.given)
+        given.attribution = given_attribution(attribution, classifier)
     shared = tempfile.mkdtemp(prefix="iqa-saliency-clean-") if len(cells) > 1 else None
     results: dict[tuple[str, int], ApiResult] = {}
     try:
         for cell in cells:
             folder = (Path(figures_dir) / (f"{cell[0]}-s{cell[1]}" if len(cells) > 1 else "")) if figures_dir else None
-            base = [f"corruption={cell[0]}", f"severity={cell[1]}", f"attribution={attribution}",
-                    f"pretrained={str(bool(pretrained)).lower()}", "dataset=folder", "logger=none",
-                    f"figures={int(figures)}", f"trainer.enable_progress_bar={str(progress).lower()}",
+            base = [f"corruption={cell[0]}", f"severity={cell[1]}", f"pretrained={str(bool(pretrained)).lower()}",
+                    "dataset=folder", "logger=none", f"figures={int(figures)}",
+                    f"trainer.enable_progress_bar={str(progress).lower()}",
                     f"print_summary={str(progress).lower()}"]
+            base += [f"attribution={attribution}"] if isinstance(attribution, str) else []
             base += [f"classifier={classifier}"] if isinstance(classifier, str) else []
             base += [f"quality={quality}"] if isinstance(quality, str) else []
             base += [f"clean_cache={shared}"] if shared else []  # the clean pass once for all the cells

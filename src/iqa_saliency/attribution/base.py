@@ -116,6 +116,11 @@ def reduce_channels(attributions: torch.Tensor, how: str) -> torch.Tensor:
                       f"{', '.join(REDUCTIONS)}.")
 
 
+def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """(B, C, h, w) layer maps resized to the input's (H, W) (captum's LayerAttribution.interpolate)."""
+    return LayerAttribution.interpolate(maps, size, interpolate_mode=mode)
+
+
 def _check_choice(option: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"attribution.options.{option}={value!r} is not valid. Use one of: {', '.join(choices)}.")
@@ -245,7 +250,7 @@ class LayerAttributionMap(AttributionMethod):
         finally:
             handle.remove()
         cam = self.cam(self.grid(grads), self.grid(store["acts"].detach()))
-        cam = LayerAttribution.interpolate(cam, tuple(inputs.shape[-2:]), interpolate_mode=self.interpolate)
+        cam = upsample(cam, tuple(inputs.shape[-2:]), self.interpolate)
         return logits.detach(), cam.sum(dim=1)
 
     def gradients_and_activations(self, inputs: torch.Tensor, target: torch.Tensor | int | None
@@ -261,5 +266,5 @@ class LayerAttributionMap(AttributionMethod):
 
     def attribute(self, inputs: torch.Tensor, target: torch.Tensor | int | None) -> torch.Tensor:
         cam = self.layer_map(inputs, target)
-        cam = LayerAttribution.interpolate(cam, tuple(inputs.shape[-2:]), interpolate_mode=self.interpolate)
+        cam = upsample(cam, tuple(inputs.shape[-2:]), self.interpolate)
         return cam.sum(dim=1)

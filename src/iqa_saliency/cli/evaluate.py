@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from .. import profiling
 from ..corruption import CLEAN, SEVERITIES, check_corruption, corruption_names
@@ -51,8 +51,9 @@ def _options(node: Any) -> dict[str, Any]:
     return dict(OmegaConf.to_container(node, resolve=True)) if node else {}
 
 
-def explanation(cfg: DictConfig) -> Explanation:
-    """The attribution settings, checked against the methods' constructors before any model loads."""
+def explanation(cfg: DictConfig, given: GivenModels | None = None) -> Explanation:
+    """The attribution settings, checked against the methods' constructors before any model loads (the API's
+    `given` classifier's layer once it is loaded, by check_layers; its given attribution replaces the method)."""
     from ..attribution.registry import check_attribution, method_defaults
     from ..evaluation.settings import Explanation
     from ..evaluation.similarity import check_quality_map
@@ -67,10 +68,23 @@ def explanation(cfg: DictConfig) -> Explanation:
         if "seed" in method_defaults(quality_saliency):
             quality_options.setdefault("seed", cfg.seed)
     check_quality_map(sim.quality_map)
-    check_layer(str(cfg.classifier.get("arch")), options.get("layer"))
-    return Explanation(method=cfg.attribution.name, options=options, target=cfg.attribution.target,
-                       quality_saliency=quality_saliency, quality_options=quality_options,
-                       quality_map=sim.quality_map)
+    if given is None or given.classifier is None:
+        check_layer(str(cfg.classifier.get("arch")), options.get("layer"))
+    explain = Explanation(method=cfg.attribution.name, options=options, target=cfg.attribution.target,
+                          quality_saliency=quality_saliency, quality_options=quality_options,
+                          quality_map=sim.quality_map)
+    return explain if given is None or given.attribution is None else given_explanation(cfg, explain, given)
+
+
+def given_explanation(cfg: DictConfig, explain: Explanation, given: GivenModels) -> Explanation:
+    """The configured explanation with the caller's attribution (the API) in place of the method; the recorded
+    config's attribution group then names it (given:<class or function>) and its options (attribution.given)."""
+    from dataclasses import replace
+
+    method = given.attribution
+    with read_write(cfg), open_dict(cfg):
+        cfg.attribution.name, cfg.attribution.options = method.name, method.options
+    return replace(explain, method=method.name, options=method.options, given=method.build)
 
 
 def check_layer(arch: str, layer: str | None) -> None:
@@ -215,7 +229,7 @@ def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, s
     check_config(cfg, "evaluate")  # every key typed (the command line checked it before Hydra; the API here)
     check_corruption(cfg.corruption, cfg.severity)
     check_values(cfg)  # seed, batch size, pinned digests
-    explain = explanation(cfg)
+    explain = explanation(cfg, given)
     if launch_rank() == 0:  # processes a DDP launcher started share rank 0's folder
         # no overwriting; resume only with the same config
         check_run_folder(run_dir, cfg.resume, OmegaConf.to_container(cfg, resolve=True))

@@ -38,8 +38,9 @@ def check_layers(models: EvaluationModels, explain: Explanation, data: DictConfi
     from ..models.paq2piq import GlobalScore
 
     side = next((v for v in (data.get("crop"), data.get("resize")) if isinstance(v, int) and v >= 32), 224)
-    _checked_once(models.classifier.model, explain.method, explain.options, lambda: check_layer_method(
-        explain.method, explain.options, models.classifier.model, (side, side)), side)
+    if explain.given is None:  # a caller's captum object (the API) explains the layer they chose
+        _checked_once(models.classifier.model, explain.method, explain.options, lambda: check_layer_method(
+            explain.method, explain.options, models.classifier.model, (side, side)), side)
     if explain.quality_saliency != "local":
         _checked_once(models.quality, explain.quality_saliency, explain.quality_options, lambda: check_layer_method(
             explain.quality_saliency, explain.quality_options, GlobalScore(models.quality), (side, side),

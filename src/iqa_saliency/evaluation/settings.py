@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..attribution.base import AttributionMethod
+from ..attribution.given import GivenAttribution
 from ..attribution.registry import build_attribution
 from ..models.classifier import Classifier
 from ..models.paq2piq import PaQ2PiQ, ScoreNormalizer
@@ -34,10 +35,12 @@ class Explanation:
     quality_saliency: str = "local"  # local: PaQ-2-PiQ's 20x20 local scores; or a method explaining the global score
     quality_options: dict[str, Any] = field(default_factory=dict)
     quality_map: str = "raw"  # raw | inverted | drop (see evaluation.similarity.select_quality_map)
+    # a caller's captum object or function (the Python API, attribution.given): builds the method in place of `method`
+    given: Callable[[torch.nn.Module], AttributionMethod] | None = field(default=None, compare=False)
 
     def classifier_factory(self) -> Callable[[torch.nn.Module], AttributionMethod]:
         """Builds the classifier's attribution method for a model."""
-        return partial(build_attribution, self.method, **self.options)
+        return self.given or partial(build_attribution, self.method, **self.options)
 
     def quality_factory(self) -> Callable[[torch.nn.Module], AttributionMethod] | None:
         """Builds the method explaining the quality model's global score, or None for the local scores."""
@@ -95,6 +98,7 @@ class GivenModels:
 
     classifier: Classifier | None = None
     quality: tuple[PaQ2PiQ, WeightsIdentity] | None = None
+    attribution: GivenAttribution | None = None  # a captum object or function, checked (attribution.given)
 
 
 # The models' outputs for a batch of [0, 1] images: q_global (B,), q_local (B, 20, 20), probs (B, classes),

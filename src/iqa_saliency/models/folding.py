@@ -21,8 +21,9 @@ def _fuse(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 
 
 def explains_folded_output(explainer: object) -> bool:
-    """Whether an attribution method hooks the output of a folded convolution (its `layer`)."""
-    return getattr(getattr(explainer, "layer", None), FOLDED, False)
+    """Whether an attribution method hooks the output of a folded convolution (its `layer`), or must run on the
+    model as given for another reason (`needs_unfolded`: a caller's function that calls their own module)."""
+    return getattr(explainer, "needs_unfolded", False) or getattr(getattr(explainer, "layer", None), FOLDED, False)
 
 
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
