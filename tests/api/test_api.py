@@ -16,11 +16,24 @@ from iqa_saliency.api import InMemoryImages, compose_config
 from iqa_saliency.errors import ConfigError
 
 
-def readme_example() -> str:
-    text = (ROOT / "README.md").read_text()
+def readme_example(text: str | None = None) -> str:
+    """The README's API example: the ```python block after the <!-- api-example ... --> marker, else the first one
+    below the first heading naming the API (found by heading, not position: the README's layout changes)."""
+    text = (ROOT / "README.md").read_text() if text is None else text
     found = re.search(r"<!-- api-example[^>]*-->\s*```python\n(.*?)```", text, re.S)
-    assert found, "README.md lost its API example (the block after <!-- api-example ... -->)"
+    if found is None:
+        heading = re.search(r"^#{1,6} [^\n]*\bAPI\b", text, re.M)
+        found = re.compile(r"^```python\n(.*?)^```", re.S | re.M).search(text, heading.end()) if heading else None
+    assert found, "README.md lost its API example (a ```python block under the heading naming the API)"
     return found.group(1)
+
+
+def test_the_readme_api_example_is_found_by_its_heading_as_the_readme_changes():
+    example = readme_example()
+    assert "evaluate_images(" in example
+    moved = ("# Tool\n\n```python\nprint('quick start')\n```\n\n## Command line\n\n```bash\n# a comment\n```\n\n"
+             f"## Python API\n\nSome text.\n\n```python\n{example}```\n\n## More\n\n```python\nother()\n```\n")
+    assert readme_example(moved) == example
 
 
 @pytest.mark.slow
