@@ -4,6 +4,9 @@ file, another device or precision), and a rerun cell's numbers unchanged by the 
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pandas as pd
 import pytest
 import torch
@@ -113,3 +116,20 @@ def test_a_sweep_cell_with_reused_models_equals_the_cell_run_alone(tmp_path):
     assert alone.returncode == 0, alone.stderr[-3000:]
     in_sweep = pd.read_csv(next((tmp_path / "sweep").glob("*severity=2/per_image.csv")))
     pd.testing.assert_frame_equal(in_sweep, pd.read_csv(tmp_path / "alone" / "per_image.csv"))
+
+
+def test_released_models_are_freed_also_from_a_cycle_frozen_after_a_cell():
+    """The end of a cell collects and freezes what survives it (cli.evaluate); models released for another key are
+    still freed before the next ones load, also when they sit in a reference cycle."""
+    first = _load()
+    model = first.classifier.model
+    object.__setattr__(model, "_cycle", [model])  # a cycle only the collector can free
+    gone = weakref.ref(model)
+    del first, model
+    try:
+        gc.collect()
+        gc.freeze()
+        _load("classifier.arch=resnet34")
+        assert gone() is None
+    finally:
+        gc.unfreeze()

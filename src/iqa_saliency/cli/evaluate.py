@@ -382,10 +382,13 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
         print(f"interrupted: partial results in {run_dir}; finish with: {resume_command()}", file=sys.stderr)
         sys.exit(130)
     finally:
-        # The finished cell's trainer, module and models are held in reference cycles (Lightning's own): freed
-        # now, not whenever the collector runs, so a sweep's next cell in this process does not carry them.
+        # The finished cell's trainer and module are held in reference cycles (Lightning's own): freed now, not
+        # whenever the collector runs, so a sweep's next cell in this process does not carry them. What outlives
+        # the cell (imports, the reused models) is then frozen: the next cell's collection scans only its own
+        # objects (cli.model_reuse unfreezes all before it releases models).
         with profiling.stage("freeing the finished cell"):
             gc.collect()
+            gc.freeze()
         profiling.add("cell", time.perf_counter() - started)
         profiling.set_cell(profiling.OUTSIDE)
 

@@ -10,6 +10,7 @@ sweep never holds two. Models nobody registered here (the Python API's, the benc
 
 from __future__ import annotations
 
+import gc
 import json
 import weakref
 from collections import Counter
@@ -67,8 +68,10 @@ class ModelReuse:
         entry = self._entries.get(role)
         if entry is not None and entry[0] == key:
             return entry[1]
-        self._entries.pop(role, None)
-        entry = None  # nothing here holds the old models while the new ones load
+        if self._entries.pop(role, None) is not None:
+            entry = None  # nothing here holds the old models while the new ones load
+            gc.unfreeze()  # the old models may sit in reference cycles among objects frozen after a cell
+            gc.collect()
         value = load()
         self._entries[role] = (key, value)
         self.builds[role] += 1
