@@ -45,17 +45,45 @@ TABLE_NUMBERS = ("mos", "mos_normalized", "quality_category", "mos_clean", "pred
 
 
 def log_preview_table(logger: Any, previews: Sequence[Any]) -> None:
-    """Log a wandb Table (image, quality overlay, attribution overlay, numbers) when logging to wandb."""
+    """Log a wandb Table (image, quality overlay, attribution overlay, numbers) when logging to wandb; offline, the
+    images as run media and the table with the numbers (see `in_run_files`)."""
     if logger is None or type(logger).__name__ != "WandbLogger" or not previews:
         return
     import wandb
 
-    columns = ["image_id", "image", "quality_overlay", "attribution_overlay", *TABLE_NUMBERS]
-    table = wandb.Table(columns=columns)
-    for p in previews:
-        table.add_data(p.row["image"], wandb.Image(p.image), wandb.Image(p.quality_overlay),
-                       wandb.Image(p.attribution_overlay), *jsonable([p.row.get(k) for k in TABLE_NUMBERS]))
-    logger.experiment.log({"per_image": table})
+    run = logger.experiment
+    numbers = [jsonable([p.row.get(k) for k in TABLE_NUMBERS]) for p in previews]
+    if not run.offline:
+        table = wandb.Table(columns=["image_id", "image", "quality_overlay", "attribution_overlay", *TABLE_NUMBERS])
+        for p, values in zip(previews, numbers, strict=True):
+            table.add_data(p.row["image"], wandb.Image(p.image), wandb.Image(p.quality_overlay),
+                           wandb.Image(p.attribution_overlay), *values)
+        run.log({"per_image": table})
+        return
+    table = wandb.Table(columns=["image_id", *TABLE_NUMBERS],
+                        data=[[p.row["image"], *values] for p, values in zip(previews, numbers, strict=True)])
+    media = {f"preview/{name}": [wandb.Image(getattr(p, name), caption=str(p.row["image"])) for p in previews]
+             for name in ("image", "quality_overlay", "attribution_overlay")}
+    run.log(in_run_files(run, {"per_image": table, **media}))
+
+
+def in_run_files(run: Any, logged: dict[str, Any]) -> dict[str, Any]:
+    """Offline: each table in `logged` (a wandb Table, or a custom chart's) bound to the run's own files before it
+    is logged, so wandb writes it under files/media/table, named relative to the run, and makes no artifact of it.
+
+    wandb logs an unbound table as an artifact whose files its records name by absolute path (in its staging
+    folder): an offline run moved before `wandb sync` would lose them. A bound table keeps scalars only (media in
+    it would be written as their type name), so images are logged as run media beside it.
+    """
+    if not run.offline:
+        return logged
+    import wandb
+
+    for key, value in logged.items():
+        table = value if isinstance(value, wandb.Table) else getattr(value, "table", None)
+        if isinstance(table, wandb.Table) and not table.is_bound():
+            table.bind_to_run(run, key if table is value else f"{key}_table", run.step)
+    return logged
 
 
 def log_run_config(logger: Any, flat: dict[str, Any]) -> None:

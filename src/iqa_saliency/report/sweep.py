@@ -333,6 +333,8 @@ def log_report_to_wandb(sweep_dir: Path, cells: Sequence[Cell]) -> None:
         return
     import wandb
 
+    from .loggers import in_run_files
+
     run = wandb.init(project=logger_cfg.get("project", "iqa-saliency"), group=sweep_dir.name, job_type="report",
                      name=f"{sweep_dir.name}-report", dir=str(sweep_dir),
                      mode="offline" if logger_cfg.get("offline", True) else "online", reinit="finish_previous",
@@ -349,7 +351,7 @@ def log_report_to_wandb(sweep_dir: Path, cells: Sequence[Cell]) -> None:
                 title=f"{title} vs severity", xname="severity")
     for png in sorted((sweep_dir / "report_figures").glob("*.png")):
         logged[f"figures/{png.stem}"] = wandb.Image(str(png))
-    run.log(logged)
+    run.log(in_run_files(run, logged))  # offline: no artifact naming files by absolute path (report.loggers)
     report = json.loads((sweep_dir / "report.json").read_text()) if (sweep_dir / "report.json").is_file() else {}
     run.summary.update({"n_cells": len(cells), "mce": (report.get("mce") or {}).get("mce"),
                         "mos_vs_accuracy_spearman": (report.get("correlation") or {}).get("spearman")})
