@@ -540,6 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scaling-sizes", default="224,512,1024")
     p.add_argument("--scaling-size-images", type=int, default=48)
     p.add_argument("--compare-bf16", action="store_true", help="measure bf16 autocast's deviation from fp32")
+    p.add_argument("--compile", action="store_true",
+                   help="models-only rates eager vs torch.compile, and the compiled outputs' deviation")
     p.add_argument("--compare-backends", action="store_true",
                    help="time one cell end to end with corruption_backend=numpy and torch (see --repeats)")
     p.add_argument("--repeats", type=int, default=1, help="--compare-backends: best of this many runs each")
@@ -555,6 +557,10 @@ def main(argv: list[str] | None = None) -> int:
     reuse_freed_heap()  # as run_evaluation does, so the per-image loop runs with the same heap settings
     if args.compare_bf16:
         results = compare_bf16(args)
+    elif args.compile:
+        from benchmarks.compiled import compare_compile
+
+        results = compare_compile(args)
     elif args.compare_backends:
         results = compare_backends(args)
     elif args.memory_trace:

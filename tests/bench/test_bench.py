@@ -31,6 +31,23 @@ def test_benchmark_runs_on_a_tiny_setting(tmp_path):
 
 
 @pytest.mark.slow
+def test_compile_mode_compares_eager_and_compiled_models(tmp_path):
+    out = tmp_path / "compile.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.pipeline", "--compile", "--images", "2", "--batch-size",
+                           "2", "--workers", "0", "--size", "64", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    names = [row["name"] for row in results["rows"]]
+    assert names == ["quality forward, eager", "classifier forward, eager", "quality forward, compiled",
+                     "classifier forward, compiled", "models only, corrupted: eager",
+                     "models only, corrupted: quality model compiled (Grad-CAM eager)"]
+    assert all(row["images_per_s"] > 0 for row in results["rows"]) and results["images"] == 2
+    # inductor's kernels reorder float sums: close to eager, not bit-identical
+    assert 0 <= results["deviation_quality"] < 1e-3 and 0 <= results["deviation_classifier"] < 1e-3
+
+
+@pytest.mark.slow
 def test_scaling_mode_runs(tmp_path):
     out = tmp_path / "scaling.json"
     proc = subprocess.run(
