@@ -23,6 +23,10 @@ KEYS = {
     "change_cc": "change/cc", "change_spearman": "change/spearman", "sim_cc_clean": "similarity/cc_clean",
     "confidence_drop": "robustness/confidence_drop",
 }
+# the attribution checks' columns (evaluation.attribution_checks), averaged like the others
+CHECK_KEYS = {"attr_ris": "attribution/ris", "attr_ros": "attribution/ros",
+              "deletion_auc_clean": "faithfulness/deletion_auc_clean", "deletion_auc": "faithfulness/deletion_auc",
+              "insertion_auc_clean": "faithfulness/insertion_auc_clean", "insertion_auc": "faithfulness/insertion_auc"}
 
 
 def _rows(n: int, seed: int = 0) -> tuple[list[dict[str, str]], dict[str, np.ndarray]]:
@@ -170,3 +174,18 @@ def test_correlations_across_images_are_undefined_not_zero():
     assert math.isnan(out["correlation/mos_drop_vs_flipped_spearman"])
     assert math.isnan(out["correlation/quality_vs_attr_stability_spearman"])
     assert out["correlation/mos_drop_vs_confidence_drop_spearman"] == pytest.approx(0.5)  # hand: ranks 1,2,3 vs 1,3,2
+
+
+def test_attribution_check_columns_are_averaged_when_the_run_adds_them():
+    from iqa_saliency.evaluation.attribution_checks import CHECK_MEAN_COLUMNS
+
+    rng = np.random.default_rng(5)
+    rows, _ = _rows(7)
+    cols = {c: rng.lognormal(i, 1.0, size=7) for i, c in enumerate(CHECK_KEYS)}
+    cols["attr_ris"][[0, 3]] = np.nan  # predictions that flipped
+    for i, row in enumerate(rows):
+        row.update({c: "" if np.isnan(v[i]) else repr(float(v[i])) for c, v in cols.items()})
+    out = summarize_rows(rows, CHECK_MEAN_COLUMNS)
+    for col, key in CHECK_KEYS.items():
+        assert out[key] == pytest.approx(np.nanmean(cols[col]), rel=1e-12), key
+    assert "attribution/ris" not in summarize_rows(rows)  # only a run that computes them reports them

@@ -287,7 +287,8 @@ COLUMNS = ["index", "image", "label", "label_name", "corruption", "severity", "m
            "quality_category", "mos_clean", "quality_category_clean", "mos_drop", "pred", "pred_name", "pred_prob",
            "clean_pred", "clean_pred_prob", "confidence_drop", "flipped", "correct_top1", "correct_top5", "sim_cc",
            "sim_sim", "sim_kld", "sim_spearman", "sim_cc_local", "sim_cc_qattr", "attr_stability_cc",
-           "quality_stability_cc", "change_cc", "change_spearman", "sim_cc_clean", "maps", "quality_weights",
+           "quality_stability_cc", "change_cc", "change_spearman", "sim_cc_clean", "attr_ris", "attr_ros",
+           "deletion_auc_clean", "deletion_auc", "insertion_auc_clean", "insertion_auc", "maps", "quality_weights",
            "classifier_weights", "quality_map_kind"]
 
 

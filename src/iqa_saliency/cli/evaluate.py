@@ -55,6 +55,7 @@ def explanation(cfg: DictConfig, given: GivenModels | None = None) -> Explanatio
     """The attribution settings, checked against the methods' constructors before any model loads (the API's
     `given` classifier's layer once it is loaded, by check_layers; its given attribution replaces the method)."""
     from ..attribution.registry import check_attribution, method_defaults
+    from ..evaluation.faithfulness import Faithfulness
     from ..evaluation.settings import Explanation
     from ..evaluation.similarity import check_quality_map
 
@@ -72,7 +73,8 @@ def explanation(cfg: DictConfig, given: GivenModels | None = None) -> Explanatio
         check_layer(str(cfg.classifier.get("arch")), options.get("layer"))
     explain = Explanation(method=cfg.attribution.name, options=options, target=cfg.attribution.target,
                           quality_saliency=quality_saliency, quality_options=quality_options,
-                          quality_map=sim.quality_map)
+                          quality_map=sim.quality_map,
+                          faithfulness=Faithfulness(**_options(cfg.get("faithfulness"))))
     return explain if given is None or given.attribution is None else given_explanation(cfg, explain, given)
 
 

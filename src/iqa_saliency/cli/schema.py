@@ -111,6 +111,7 @@ EVALUATE = {
     "progress_interval": Num(0, open_lo=True, example="30"), "print_summary": BOOL,
     "report.format": Choice("png", "pdf", "svg"), "report.dpi": POSITIVE, "report.study_figures": BOOL,
     "report.study_image": Int(0) | TEXT, "report.study_severity": Int(1, 5),
+    "faithfulness.steps": Int(0, example="20"), "faithfulness.insertion": BOOL,
 }
 TRAIN = {
     **COMMON, "allow_untrained_fallback": BOOL, "ckpt_path": TEXT | NULL,

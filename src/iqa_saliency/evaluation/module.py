@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,10 +25,12 @@ from ..data.protocol import Cell, Inputs
 from ..heap import release_free_heap
 from ..io.maps import ZarrMaps
 from ..io.run_writer import RunWriter
+from ..io.schema import safe_name
 from ..models.folding import explains_folded_output
 from ..models.paq2piq import GlobalScore, ScoreNormalizer, quality_map_kind
 from ..models.reuse import fold_once
 from ..report.comparison import Preview, save_comparison_figure
+from .attribution_checks import CHECK_MEAN_COLUMNS, AttributionChecks
 from .metrics import RunMetrics
 from .settings import EvaluationModels, Explanation, Inference, Outputs, Speed
 from .similarity import compare_changes, compare_maps, pearson_cc, pool_to_grid, select_quality_map
@@ -85,19 +86,6 @@ def _with_explainer(model: torch.nn.Module, factory: Callable[[torch.nn.Module],
     return model.eval(), factory(model)
 
 
-NAME_BYTES = 160  # of an id in a file name; with the index, suffix and a temporary name's extras well below 255
-
-
-def safe_name(image_id: str) -> str:
-    """A file-name-safe form of an image id, at most NAME_BYTES + 11 bytes: a longer one is cut and a digest of the
-    whole id appended (the file system's 255-byte limit also has to hold the temporary name of an atomic write)."""
-    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)
-    if len(name.encode()) > NAME_BYTES:
-        digest = hashlib.sha1(image_id.encode("utf-8", "backslashreplace")).hexdigest()[:10]
-        name = f"{name.encode()[:NAME_BYTES].decode(errors='ignore')}-{digest}"
-    return name
-
-
 class EvaluationModule(pl.LightningModule):
     """Runs quality model, classifier and attribution on clean + corrupted images in one pass."""
 
@@ -120,7 +108,8 @@ class EvaluationModule(pl.LightningModule):
         self.mos_sign = -1.0 if getattr(models.quality, "lower_better", False) else 1.0  # drop = loss of quality
         self.weights_columns = {**models.resolved.columns(), "quality_map_kind": quality_map_kind(models.quality)}
         self.figure_mark = models.resolved.figure_mark()  # "untrained" on every figure
-        self.metrics = RunMetrics(QATTR_MEAN_COLUMNS)
+        self.metrics = RunMetrics({**QATTR_MEAN_COLUMNS, **CHECK_MEAN_COLUMNS})
+        self.checks = AttributionChecks(self.classifier, explain.faithfulness)
         self.clean_cache = clean_cache
         self.infer = infer or self._infer
         self.summary: dict[str, float] | None = None
@@ -198,17 +187,19 @@ class EvaluationModule(pl.LightningModule):
         # the prediction comes from the (possibly folded) classifier; layer methods take it from their own pass
         logits, attr = self.attribution.predict_and_attribute(x, labels if by_label else None, forward=self.classifier)
         probs = logits.float().softmax(dim=1)
-        return {"q_global": q_global, "q_local": q_local, "probs": probs, "attribution": attr.float().detach()}
+        return {"q_global": q_global, "q_local": q_local, "probs": probs, "attribution": attr.float().detach(),
+                "logits": logits.float()}
 
     def _evaluate(self, group: dict[str, Any]) -> None:
         items = group["items"]
         n = len(items)
-        clean_only = is_clean(self.cell.corruption, self.cell.severity)
+        clean_only, by_label = is_clean(self.cell.corruption, self.cell.severity), self.explain.target == "label"
         labels = torch.tensor([it["label"] for it in items], device=self.device)
         # Clean and corrupted images go through the models in separate passes of the whole group, so each image's
         # numbers depend only on its fixed batch (data.loading.fixed_batches), never on what the clean-pass cache
         # held: a model's float results change in the last digits with the batch's composition.
         clean, x_clean = self._clean_pass(group, labels)
+        x_clean = self._to_float(group["clean"]) if x_clean is None else x_clean  # served by the clean cache
         corrupted = self._corrupted(group)  # uint8: from the workers (numpy), or corrupted here (torch)
         if clean_only:
             corr, x_corr = clean, x_clean
@@ -264,6 +255,8 @@ class EvaluationModule(pl.LightningModule):
             "confidence_drop": p_clean - probs_c.gather(1, clean_pred[:, None])[:, 0].double(),
             "mos_normalized_clean": self.normalizer(mos_clean).double(),
         }
+        with self._model_clock():
+            values.update(self.checks.columns(x_clean, clean, x_corr, corr, labels if by_label else None))
         self.metrics.update(values)
         extra_maps = {"quality_map_clean": q_clean, "attribution_clean": attr_clean}
         if qattr is not None:

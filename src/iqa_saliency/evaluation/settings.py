@@ -23,6 +23,7 @@ from ..models.classifier import Classifier
 from ..models.paq2piq import PaQ2PiQ, ScoreNormalizer
 from ..models.resolution import ModelWeights
 from ..models.weights import WeightsIdentity
+from .faithfulness import Faithfulness
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Explanation:
     quality_map: str = "raw"  # raw | inverted | drop (see evaluation.similarity.select_quality_map)
     # a caller's captum object or function (the Python API, attribution.given): builds the method in place of `method`
     given: Callable[[torch.nn.Module], AttributionMethod] | None = field(default=None, compare=False)
+    faithfulness: Faithfulness = field(default_factory=Faithfulness)  # deletion/insertion AUCs (off by default)
 
     def classifier_factory(self) -> Callable[[torch.nn.Module], AttributionMethod]:
         """Builds the classifier's attribution method for a model."""

@@ -92,6 +92,7 @@ def render(sweep_dir: Path, parts: ReportParts) -> str:
               f"{ci(r, 'attr_stability_cc')} | {ci(r, 'change_cc')} | {fmt(r.change_spearman)} | "
               f"{fmt(r.rho_stability)} | {fmt(_get(r, 'sim_cc_clean_mean'))} → {fmt(_get(r, 'sim_cc_mean'))} |"
               for r in summary.itertuples() if r.corruption != CLEAN and r.severity > 0]
+    lines += _robustness_table(summary, ci)
     lines += ["", "### What this sweep says", "",
               f"Read from the 95% intervals at each corruption's highest severity (cells of at least "
               f"{change.MIN_IMAGES} images): a map *moved* when its whole "
@@ -135,3 +136,29 @@ def render(sweep_dir: Path, parts: ReportParts) -> str:
         lines += [f"![{p.stem}]({rel(p)})" for p in figures["image_grids"]]
         lines.append("")
     return "\n".join(lines)
+
+
+def _robustness_table(summary: pd.DataFrame, ci: Any) -> list[str]:
+    """The attribution's relative input/output stability and its deletion/insertion AUCs (faithfulness.steps > 0),
+    clean → corrupted, per corrupted cell."""
+    cells = [r for r in summary.itertuples() if r.corruption != CLEAN and r.severity > 0]
+    if not cells or "attr_ris" not in summary:
+        return []
+    curves = [c for c in ("deletion_auc", "insertion_auc") if summary.get(c, pd.Series(dtype=float)).notna().any()]
+    head = "".join(f" | {c.split('_')[0]} AUC clean → corrupted [95% CI]" for c in curves)
+    lines = ["", "The attribution under the corruption as the perturbation (Agarwal et al. 2022): relative input "
+             "stability RIS = ‖Δe/e‖ / ‖Δx/x‖ and relative output stability ROS = ‖Δe/e‖ / ‖Δlogits‖ (lower = more "
+             "stable; images whose prediction flipped left out)"
+             + (", and its faithfulness: AUC of the target probability as the most-attributed pixels are deleted "
+                "(lower = more faithful) or inserted (higher)." if curves else "."), "",
+             f"| variant | corruption | severity | RIS [95% CI] | ROS [95% CI]{head} |",
+             "|---|---|---|---|---" + "|---" * len(curves) + "|"]
+    for r in cells:
+        shown = "".join(f" | {_fmt(_get(r, c + '_clean'))} → {ci(r, c)}" for c in curves)
+        lines.append(f"| {r.variant} | {r.corruption} | {r.severity} | {ci(r, 'attr_ris')} | {ci(r, 'attr_ros')}"
+                     f"{shown} |")
+    return lines
+
+
+def _fmt(v: float) -> str:
+    return "—" if math.isnan(v) else f"{v:.3f}"

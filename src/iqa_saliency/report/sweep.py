@@ -49,12 +49,17 @@ METRIC_COLUMNS = {
     "rho_stability": "correlation/quality_vs_attr_stability_spearman",
     "rho_mos_drop_confidence_drop": "correlation/mos_drop_vs_confidence_drop_spearman",
     "rho_mos_drop_flip": "correlation/mos_drop_vs_flipped_spearman",
+    "attr_ris": "attribution/ris", "attr_ros": "attribution/ros",
+    "deletion_auc_clean": "faithfulness/deletion_auc_clean", "deletion_auc": "faithfulness/deletion_auc",
+    "insertion_auc_clean": "faithfulness/insertion_auc_clean", "insertion_auc": "faithfulness/insertion_auc",
 }
 # summary.csv `<column>_ci_low/high` -> the per-image column whose mean it bounds (sim_* columns get theirs too)
 CI_COLUMNS = {"acc_top1": "correct_top1", "acc_top5": "correct_top5", "mos_mean": "mos", "flip_rate": "flipped",
               "mos_drop": "mos_drop", "confidence_drop": "confidence_drop",
               "attr_stability_cc": "attr_stability_cc", "quality_stability_cc": "quality_stability_cc",
-              "change_cc": "change_cc", "change_spearman": "change_spearman"}
+              "change_cc": "change_cc", "change_spearman": "change_spearman",
+              **{col: col for col in ("attr_ris", "attr_ros", "deletion_auc_clean", "deletion_auc",
+                                      "insertion_auc_clean", "insertion_auc")}}
 
 
 @dataclass
