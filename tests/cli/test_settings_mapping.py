@@ -107,6 +107,29 @@ def test_the_layer_is_checked_against_the_configured_architecture():
                                   "attribution.options.layer=net.layer4.2"]))
 
 
+def test_a_given_classifier_skips_the_configured_architectures_layer_check_and_a_given_attribution_replaces_it():
+    from iqa_saliency.attribution.given import GivenAttribution
+    from iqa_saliency.evaluation.settings import GivenModels
+
+    layered = ["classifier=resnet18", "attribution=gradcam", "attribution.options.layer=net.layer4.2"]
+    with pytest.raises(ConfigError, match="no layer"):  # no given classifier: the configured one is checked
+        cli.explanation(_compose(layered), GivenModels())
+    # the caller's classifier is checked once it is loaded (check_layers), not against classifier.arch
+    assert cli.explanation(_compose(layered), GivenModels(classifier=object())).options["layer"] == "net.layer4.2"
+
+    def build(model):
+        return model
+
+    cfg = _compose(["attribution=saliency", "attribution.target=label"])
+    given = GivenAttribution("given:mine", build, {"kind": "function"})
+    explain = cli.explanation(cfg, GivenModels(attribution=given))
+    assert (explain.method, explain.options, explain.given, explain.target) == (
+        "given:mine", {"kind": "function"}, build, "label")
+    assert (cfg.attribution.name, dict(cfg.attribution.options)) == ("given:mine", {"kind": "function"})
+    plain = cli.explanation(_compose(["attribution=saliency"]), GivenModels())
+    assert plain.method == "saliency" and plain.given is None
+
+
 def test_quality_method_seed_given_wins_and_local_takes_no_options():
     cfg = _compose(["seed=17", "similarity.quality_saliency=smoothgrad",
                           "+similarity.quality_saliency_options.seed=4"])
