@@ -21,7 +21,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
-def _run(run_dir, cell, source, backend="numpy", maps_format="npz", corruption_cache=None, **inputs):
+def _run(run_dir, cell, source, backend="numpy", maps_format="npz", corruption_cache=None, figures=0, **inputs):
     import pytorch_lightning as pl
 
     from iqa_saliency.data.protocol import Cell, Inputs
@@ -38,7 +38,7 @@ def _run(run_dir, cell, source, backend="numpy", maps_format="npz", corruption_c
     settings = {"resize": 80, "crop": 64, "batch_size": 3, "num_workers": 0, "save_images": True, **inputs}
     summary = run_evaluation(
         source, models, trainer, Cell(*cell, seed=0), Inputs(corruption_backend=backend, **settings),
-        Explanation("gradcam"), Outputs(run_dir, figures=1, maps_format=maps_format,
+        Explanation("gradcam"), Outputs(run_dir, figures=figures, maps_format=maps_format,
                                         corruption_cache_dir=corruption_cache),
     ).summary
     return pd.read_csv(run_dir / "per_image.csv"), summary
@@ -66,7 +66,7 @@ def test_torch_backend_in_the_step_gives_the_numpy_workers_inputs_and_rows(tmp_p
     source = SampleImages(["chelsea", "coffee", "rocket", "clock"])  # batches of 3: one full, one of 1
     cell = ("zoom_blur", 2)
     numpy_rows, numpy_summary = _run(tmp_path / "numpy", cell, source)
-    torch_rows, summary = _run(tmp_path / "torch", cell, source, backend="torch")
+    torch_rows, summary = _run(tmp_path / "torch", cell, source, backend="torch", figures=1)
     assert numpy_summary["corruption_backend"]["used"] == "numpy"
     assert summary["corruption_backend"]["requested"] == "torch"
     assert summary["corruption_backend"]["used"] == "torch"
