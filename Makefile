@@ -22,8 +22,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The suite to run per change (under 5 minutes on 2 cores): no end-to-end runs, one worker per core, each module's
+# tests on one worker (--dist loadscope) so that module-scoped fixtures (models, cells run once) are built once.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n auto --dist loadscope
 
 # The CPU table of BENCHMARKS.md (about 15 minutes on 2 cores).
 bench-cpu: $(STAMP)

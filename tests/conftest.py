@@ -19,6 +19,14 @@ def class_folder(tmp_path: Path) -> Path:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # make test-fast runs one worker per core (pytest-xdist): torch's default of one thread per core in each
+        # worker would oversubscribe the cores. Subprocesses the tests start keep torch's own default.
+        import torch
+
+        torch.set_num_threads(1)
     config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one; IQA_REQUIRE_CUDA=1, as "
                             "make gpu-check sets on a GPU, fails instead)")
 
