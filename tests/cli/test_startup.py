@@ -54,6 +54,7 @@ def _complete(line: str, tmp_path: Path) -> list[str]:
     return [w for w in proc.stdout.split() if w]
 
 
+@pytest.mark.slow  # 22 Python processes (two per completion); every group option composes in test_configs.py
 @pytest.mark.skipif(not Path("/bin/bash").exists(), reason="needs bash")
 def test_bash_completion_lists_corruptions_and_every_groups_options(tmp_path):
     from iqa_saliency.corruption import CLEAN, corruption_names
