@@ -18,12 +18,14 @@ read back and removed.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ from torch import nn
 
 from .attribution.given import given_attribution
 from .cli.evaluate import evaluate_cell
+from .cli.precheck import check_command_line
 from .cli.runtime import quiet_known_warnings, show_progress
 from .data.images import open_image, to_rgb
 from .data.sources import NO_LABEL, ImageRecord, ImageSource, content_stamp
@@ -253,8 +256,8 @@ def evaluate_images(
     shared = tempfile.mkdtemp(prefix="iqa-saliency-clean-") if len(cells) > 1 else None
     results: dict[tuple[str, int], ApiResult] = {}
     try:
+        commands = {}
         for cell in cells:
-            folder = (Path(figures_dir) / (f"{cell[0]}-s{cell[1]}" if len(cells) > 1 else "")) if figures_dir else None
             base = [f"corruption={cell[0]}", f"severity={cell[1]}", f"pretrained={str(bool(pretrained)).lower()}",
                     "dataset=folder", "logger=none", f"figures={int(figures)}",
                     f"trainer.enable_progress_bar={str(progress).lower()}",
@@ -263,7 +266,12 @@ def evaluate_images(
             base += [f"classifier={classifier}"] if isinstance(classifier, str) else []
             base += [f"quality={quality}"] if isinstance(quality, str) else []
             base += [f"clean_cache={shared}"] if shared else []  # the clean pass once for all the cells
-            results[cell] = _evaluate_cell([*base, *overrides], images, labels, names, given, folder)
+            commands[cell] = [*base, *overrides]
+            _check_overrides(commands[cell])  # every cell's configuration before the first cell runs
+        for cell, command in commands.items():
+            folder = (Path(figures_dir) / (f"{cell[0]}-s{cell[1]}" if len(cells) > 1 else "")) if figures_dir else None
+            with _lightning_info(shown=progress):
+                results[cell] = _evaluate_cell(command, images, labels, names, given, folder)
     finally:
         if shared:
             shutil.rmtree(shared, ignore_errors=True)
@@ -272,6 +280,31 @@ def evaluate_images(
     rows = pd.concat([r.rows for r in results.values()], ignore_index=True)
     # the files every cell could not read (each cell's own list is in cells)
     return ApiResult(rows=rows, cells=results, skipped=next(iter(results.values())).skipped)
+
+
+def _check_overrides(overrides: list[str]) -> None:
+    """The configuration the API will run, checked as the command line's is: one-line ValueError (InputError)."""
+    try:
+        check_command_line(overrides, "evaluate")
+    except ConfigError as exc:
+        raise InputError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _lightning_info(shown: bool) -> Iterator[None]:
+    """Lightning's informational lines ("GPU available: ...") only when progress was asked for."""
+    import pytorch_lightning  # noqa: F401  (its import sets its logger's level: first, so ours stays)
+
+    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch")]
+    levels = [lg.level for lg in loggers]
+    if not shown:
+        for lg in loggers:
+            lg.setLevel(max(lg.level, logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -90,6 +90,18 @@ def test_bad_inputs_are_one_line_errors():
         InMemoryImages([np.zeros((8, 8, 3), np.uint8)], labels=[1, 2])
 
 
+def test_a_bad_override_is_a_one_line_value_error_before_any_cell_runs(monkeypatch):
+    """Every cell's configuration is checked as the command line's is, before the first cell starts."""
+    import iqa_saliency.api as api
+
+    monkeypatch.setattr(api, "_evaluate_cell", lambda *a, **k: pytest.fail("a cell ran with a bad override"))
+    image = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"^Unknown key 'dataset.image_size'.*Did you mean dataset.resize\?"):
+        api.evaluate_images([image], corruption=["contrast"], severity=[1, 2], overrides=["dataset.image_size=64"])
+    with pytest.raises(ValueError, match="severity=9"):
+        api.evaluate_images([image], corruption="contrast", severity=9)
+
+
 def test_the_api_composes_the_command_lines_config():
     cfg = compose_config(["attribution=saliency", "similarity.quality_map=drop", "severity=3"])
     assert cfg.attribution.name == "saliency" and cfg.similarity.quality_map == "drop" and cfg.severity == 3
@@ -97,7 +109,7 @@ def test_the_api_composes_the_command_lines_config():
 
 
 @pytest.mark.slow
-def test_own_models_and_several_cells_in_one_call(tmp_path, capsys):
+def test_own_models_and_several_cells_in_one_call(tmp_path, capfd):
     """A classifier and a quality model passed as modules give the numbers of the same models named in the config;
     lists of corruptions and severities give one DataFrame whose cells equal single-cell calls; figures come back as
     matplotlib figures and are written where asked; nothing on the console."""
@@ -125,5 +137,6 @@ def test_own_models_and_several_cells_in_one_call(tmp_path, capsys):
     assert len(own.summary["weights"]["classifier"]["sha256"]) == 64
     assert sorted(p.name for p in (tmp_path / "figs" / "contrast-s2").glob("*.png")) == ["000000_chelsea.png"]
     assert isinstance(own.figures["chelsea"], Figure) and list(own.figures) == ["chelsea"]
-    out = capsys.readouterr()
+    out = capfd.readouterr()  # the file descriptors: Lightning's log handler holds the stderr of its import time
     assert "images" not in out.out + out.err and "severity" not in out.out  # no bar, no cell table
+    assert "GPU available" not in out.err  # Lightning's device lines only with progress=True
