@@ -38,7 +38,7 @@ def test_demo_sweep_writes_report_and_runs_clean_pass_once(tmp_path):
     figures = sorted(p.name for p in (tmp_path / "report_figures").glob("*.png"))
     assert {"overview.png", "mos_vs_accuracy.png", "corruption_contrast.png", "corruption_motion_blur.png"} <= set(
         figures)
-    assert any(f.startswith("grid_contrast_") for f in figures)
+    assert any(f.startswith("maps_contrast_") for f in figures)  # the severity grid, one colour scale per row
     report = (tmp_path / "report.md").read_text()
     for name in figures:
         assert name in report

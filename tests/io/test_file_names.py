@@ -69,7 +69,7 @@ def test_every_allowed_name_gets_a_text_id_and_file_names_that_fit(tmp_path, see
             stem = f"{index:06d}_{safe_name(record.image_id)}"
             target = tmp_path / "out" / f"{stem}.npz"
             atomic_write(target, lambda fh: np.savez(fh, a=np.zeros(2)))  # temporary name included
-            assert len(f"grid_elastic_transform_{safe_name(record.image_id)}.png".encode()) < NAME_MAX - 16
+            assert len(f"maps_elastic_transform_{safe_name(record.image_id)}.png".encode()) < NAME_MAX - 16
     assert len({safe_name(i) for i in ids}) == len(ids)
 
 

@@ -205,37 +205,6 @@ def change_curves(curves: pd.DataFrame, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def image_grids(cells: Sequence[Any], out_dir: Path, images: Sequence[str] | None = None,
-                max_images: int = 2, style: FigureStyle = DEFAULT_STYLE) -> list[Path]:
-    """Per corruption and chosen image: rows = severities, each row the cell's image | quality | attribution figure."""
-    by_corruption: dict[str, dict[int, Any]] = {}
-    clean_cells = [c for c in cells if c.summary["corruption"] == "none"]
-    for cell in cells:
-        c, s = cell.summary["corruption"], int(cell.summary["severity"])
-        if c != "none":
-            by_corruption.setdefault(c, {})[s] = cell
-    paths = []
-    for corruption, cells_by_severity in sorted(by_corruption.items()):
-        if 0 not in cells_by_severity and clean_cells:
-            cells_by_severity[0] = clean_cells[0]
-        severities = sorted(cells_by_severity)
-        available = [{p.stem.split("_", 1)[1]: p for p in (cells_by_severity[s].path / "figures").glob("*.png")}
-                     for s in severities]
-        common = sorted(set.intersection(*(set(a) for a in available))) if available else []
-        chosen = [i for i in (images or common[:max_images]) if i in common]
-        for image_id in chosen:
-            fig, axes = plt.subplots(len(severities), 1, figsize=(12, 4.1 * len(severities)),
-                                     constrained_layout=True, squeeze=False)
-            for ax, s, figs in zip(axes[:, 0], severities, available, strict=True):
-                ax.imshow(np.asarray(Image.open(figs[image_id]).convert("RGB")))
-                ax.set_ylabel(f"severity {s}", fontsize=12)
-                ax.set_xticks([])
-                ax.set_yticks([])
-            fig.suptitle(f"{image_id} under {corruption}", fontsize=13)
-            paths.append(save_figure(fig, style.path(out_dir, f"grid_{corruption}_{image_id}")))
-    return paths
-
-
 def _rows_with_maps(cell: Any) -> pd.DataFrame:
     rows = cell.rows.dropna(subset=["maps"])
     return rows.set_index(rows["image"].astype(str))

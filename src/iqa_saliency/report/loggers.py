@@ -41,7 +41,9 @@ def finite(values: Mapping[str, Any]) -> dict[str, Any]:
 
 TABLE_NUMBERS = ("mos", "mos_normalized", "quality_category", "mos_clean", "pred_name", "pred_prob",
                  "clean_pred", "flipped", "correct_top1", "sim_cc", "sim_sim", "sim_kld", "sim_spearman",
-                 "attr_stability_cc")
+                 "attr_stability_cc", "quality_stability_cc", "change_cc", "change_spearman", "sim_cc_clean",
+                 "confidence_drop", "attr_ris", "attr_ros", "deletion_auc_clean", "deletion_auc", "insertion_auc_clean",
+                 "insertion_auc")
 
 
 def log_preview_table(logger: Any, previews: Sequence[Any]) -> None:

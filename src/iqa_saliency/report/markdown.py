@@ -130,11 +130,6 @@ def render(sweep_dir: Path, parts: ReportParts) -> str:
                   "across the severities.", ""]
         lines += [f"![{p.stem}]({rel(p)})" for p in figures["map_grids"]]
         lines.append("")
-    if figures["image_grids"]:
-        lines += ["## Images across severities", "",
-                  "Rows: severities; columns: image, quality map, attribution map.", ""]
-        lines += [f"![{p.stem}]({rel(p)})" for p in figures["image_grids"]]
-        lines.append("")
     return "\n".join(lines)
 
 

@@ -291,7 +291,6 @@ def _write_report(sweep_dir: Path, n_boot: int, seed: int, images: Sequence[str]
         "per_corruption": figs.per_corruption_panels(curves, fig_dir, y_acc, style),
         "overview": figs.overview_grid(curves, style.path(fig_dir, "overview"), y_acc),
         "mos_vs_accuracy": figs.mos_vs_accuracy(summary, style.path(fig_dir, "mos_vs_accuracy"), y_acc, correlation),
-        "image_grids": figs.image_grids(cells, fig_dir, images, style=style),
         "map_grids": figs.map_grids(cells, fig_dir, images, style=style),
         "study": (figs.study_figure(cells, style.path(fig_dir, "study"), study)
                   if study is not None and study.enabled else None),
