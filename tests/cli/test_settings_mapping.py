@@ -12,6 +12,7 @@ from iqa_saliency.cli import evaluate as cli
 from iqa_saliency.data.protocol import Cell, Inputs
 from iqa_saliency.data.selection import Selection
 from iqa_saliency.errors import ConfigError
+from iqa_saliency.evaluation.faithfulness import Faithfulness
 from iqa_saliency.evaluation.settings import Explanation, Outputs, Speed
 
 OVERRIDES = [
@@ -25,7 +26,7 @@ OVERRIDES = [
     "+similarity.quality_saliency_options.nt_samples=3",
     "dataset.split=val", "dataset.val_fraction=0.3", "dataset.split_seed=9", "dataset.split_method=study",
     "dataset.quality_filter=[good,Excellent]", "dataset.quality_cache=/tmp/q.csv", "dataset.quality_score_size=full",
-    "quality.checkpoint=/w/paq.pth", "pretrained=true",
+    "quality.checkpoint=/w/paq.pth", "pretrained=true", "faithfulness.steps=6", "faithfulness.insertion=true",
 ]
 
 
@@ -79,7 +80,8 @@ def test_explanation(cfg):
         method="integrated_gradients",
         options={"baseline": "black", "blur_sigma": 5.0, "n_steps": 7, "internal_batch_size": 16, "reduce": "abs_sum"},
         target="label", quality_saliency="smoothgrad", quality_options={"nt_samples": 3, "seed": 17},
-        quality_map="inverted")  # the quality method is seeded by the run's seed unless given
+        quality_map="inverted",  # the quality method is seeded by the run's seed unless given
+        faithfulness=Faithfulness(steps=6, insertion=True))
 
 
 def test_method_options_are_resolved_and_bad_quality_options_name_their_key():
