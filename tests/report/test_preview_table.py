@@ -16,6 +16,7 @@ class WandbLogger:  # named as Lightning's, which is what log_preview_table look
     def __init__(self) -> None:
         self.logged: list[dict] = []
         self.experiment = self
+        self.offline = False  # the online path: the whole table with its images
 
     def log(self, values: dict) -> None:
         self.logged.append(values)
