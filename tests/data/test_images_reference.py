@@ -77,6 +77,22 @@ def test_palette_transparency_is_composited_on_white(mode):
     np.testing.assert_array_equal(np.asarray(to_rgb(opaque)), [[[10, 20, 30], [200, 100, 50]]])
 
 
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_a_png_colour_key_is_composited_on_white(tmp_path, mode):
+    """A grayscale or RGB PNG whose tRNS chunk names one colour transparent: that colour shows white, as every other
+    kind of transparency does (the other pixels keep their values)."""
+    from iqa_saliency.data.images import to_rgb
+
+    values = np.array([[0, 7, 200]], np.uint8)
+    pixels = values if mode == "L" else np.repeat(values[..., None], 3, 2)
+    key = 7 if mode == "L" else (7, 7, 7)
+    Image.fromarray(pixels, mode).save(tmp_path / "keyed.png", transparency=key)
+    with Image.open(tmp_path / "keyed.png") as image:
+        assert image.mode == mode and "transparency" in image.info
+        got = np.asarray(to_rgb(image))
+    np.testing.assert_array_equal(got, [[[0, 0, 0], [255, 255, 255], [200, 200, 200]]])
+
+
 @pytest.mark.parametrize(("w", "h", "left", "top"), [(40, 30, 12, 17), (41, 31, 11, 16)])
 def test_pad_mode_centres_a_small_image_on_black(w, h, left, top):
     # torchvision's CenterCrop: (crop - side) // 2 before, the rest after

@@ -89,7 +89,8 @@ def _torchvision_jpeg(path: str | os.PathLike) -> Image.Image | None:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode (L, LA, P, RGBA, I;16, CMYK, ...) to 8-bit RGB."""
-    if image.mode == "RGB":
+    keyed = image.mode in ("P", "L", "RGB") and "transparency" in image.info  # a PNG tRNS colour key
+    if image.mode == "RGB" and not keyed:
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
@@ -97,7 +98,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
         array = np.clip(array, 0, peak)
         return Image.fromarray(np.round(array / peak * 255).astype(np.uint8)).convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA", "PA") or keyed:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
