@@ -218,9 +218,10 @@ def fixed_outputs(grid: int, num_classes: int) -> Callable[[torch.Tensor, torch.
     def infer(x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         batch, _, height, width = x.shape
         g = torch.Generator(device=x.device).manual_seed(batch)
+        logits = torch.rand(batch, num_classes, generator=g, device=x.device)
         return {"q_global": torch.rand(batch, generator=g, device=x.device),
                 "q_local": torch.rand(batch, grid, grid, generator=g, device=x.device),
-                "probs": torch.rand(batch, num_classes, generator=g, device=x.device).softmax(1),
+                "probs": logits.softmax(1), "logits": logits,
                 "attribution": torch.rand(batch, height, width, generator=g, device=x.device)}
 
     return infer

@@ -20,7 +20,8 @@ IMAGE = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
 
 def clean_arrays(value: float = 1.0) -> dict[str, np.ndarray]:
     return {"q_global": np.float32(value), "q_local": np.full((20, 20), value, np.float32),
-            "probs": np.full(10, value / 10, np.float32), "attribution": np.full((40, 48), value, np.float32)}
+            "probs": np.full(10, value / 10, np.float32),
+            "logits": np.full(10, value, np.float32), "attribution": np.full((40, 48), value, np.float32)}
 
 
 def damage(path, how: str) -> None:

@@ -46,7 +46,8 @@ def test_corruption_cache_serves_what_it_stored_and_computes_the_rest(tmp_path):
 
 def _arrays(value: float) -> dict[str, np.ndarray]:
     return {"q_global": np.float32(value), "q_local": np.full((20, 20), value, np.float32),
-            "probs": np.full(4, value, np.float32), "attribution": np.full((36, 40), value, np.float32)}
+            "probs": np.full(4, value, np.float32),
+            "logits": np.full(4, value, np.float32), "attribution": np.full((36, 40), value, np.float32)}
 
 
 def test_clean_cache_folders_differ_by_every_key_part(tmp_path):

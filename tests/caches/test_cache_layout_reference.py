@@ -18,12 +18,13 @@ from iqa_saliency.corruption import apply_corruption, backend_version
 from iqa_saliency.io.entries import read_entry, write_entry
 
 IMAGE = np.random.default_rng(3).integers(0, 256, (34, 38, 3), dtype=np.uint8)
-FIELDS = ("q_global", "q_local", "probs", "attribution")
+FIELDS = ("q_global", "q_local", "probs", "logits", "attribution")
 
 
 def _arrays(value: float) -> dict[str, np.ndarray]:
     return {"q_global": np.float32(value), "q_local": np.full((20, 20), value, np.float32),
-            "probs": np.full(4, value, np.float32), "attribution": np.full((34, 38), value, np.float32)}
+            "probs": np.full(4, value, np.float32),
+            "logits": np.full(4, value, np.float32), "attribution": np.full((34, 38), value, np.float32)}
 
 
 def test_clean_folder_is_the_digest_of_the_sorted_key_with_the_entry_format(tmp_path):
@@ -31,7 +32,7 @@ def test_clean_folder_is_the_digest_of_the_sorted_key_with_the_entry_format(tmp_
     parts = {"weights": Path("/w/model.pt"), "resize": 256, "attribution": "gradcam", "dtype": torch.bfloat16}
     cache = CleanCache(tmp_path / "nested" / "root", parts)
     as_text = {"weights": "/w/model.pt", "resize": 256, "attribution": "gradcam", "dtype": "torch.bfloat16",
-               "entry_format": 4}
+               "entry_format": 5}
     key = hashlib.sha256(json.dumps(as_text, sort_keys=True).encode()).hexdigest()[:20]
     assert cache.key == key and cache.dir == tmp_path / "nested" / "root" / key and cache.dir.is_dir()
     assert (cache.dir / "key.json").read_text() == json.dumps(as_text, indent=2, sort_keys=True) + "\n"

@@ -46,7 +46,8 @@ def twin_folders(root: Path, n: int = N) -> tuple[Path, Path]:
 
 def _arrays(value: float) -> dict[str, np.ndarray]:
     return {"q_global": np.float32(value), "q_local": np.full((20, 20), value, np.float32),
-            "probs": np.full(4, value, np.float32), "attribution": np.full((8, 8), value, np.float32)}
+            "probs": np.full(4, value, np.float32),
+            "logits": np.full(4, value, np.float32), "attribution": np.full((8, 8), value, np.float32)}
 
 
 def test_twins_share_stat_stamps_but_not_content_ids(tmp_path):

@@ -130,3 +130,24 @@ def test_off_by_default_leaves_the_auc_columns_blank():
         assert result.rows[col].isna().all(), col
         assert result.summary["metrics"][f"faithfulness/{col}"] is None
     assert result.rows["attr_ros"].notna().any() or result.rows["flipped"].all()
+
+
+def test_the_clean_logits_come_from_the_clean_pass_without_another_forward():
+    """ROS takes h(x) from the clean pass's outputs (also what the clean cache holds): the classifier is not run
+    again for it; the value is Quantus's ||(e_x - e_x')/e_x|| / ||h(x) - h(x')|| on those logits."""
+    import torch
+
+    from iqa_saliency.evaluation.attribution_checks import AttributionChecks
+
+    def no_forward(x):  # noqa: ANN001, ANN202
+        raise AssertionError("the classifier ran again for the clean logits")
+
+    h_clean, h = torch.tensor([[2.0, 0.0, 1.0]]), torch.tensor([[1.0, 0.5, 1.0]])
+    e_clean, e = torch.tensor([[[1.0, 2.0], [4.0, 0.0]]]), torch.tensor([[[1.0, 1.0], [2.0, 0.0]]])
+    x_clean, x = torch.full((1, 3, 2, 2), 0.5), torch.full((1, 3, 2, 2), 0.25)
+    clean = {"probs": h_clean.softmax(1), "logits": h_clean, "attribution": e_clean}
+    corrupted = {"probs": h.softmax(1), "logits": h, "attribution": e}
+    got = AttributionChecks(no_forward).columns(x_clean, clean, x, corrupted, None)
+    numerator = math.sqrt(0.5**2 + 0.5**2)  # (2-1)/2 and (4-2)/4; the zero stays 0 / EPS = 0
+    assert float(got["attr_ros"][0]) == pytest.approx(numerator / math.sqrt(1.0 + 0.25))
+    assert float(got["attr_ris"][0]) == pytest.approx(numerator / math.sqrt(12 * 0.5**2))

@@ -109,7 +109,7 @@ def test_the_clean_cache_key_holds_what_changes_the_clean_outputs(tmp_path):
     assert key == {"quality": {"name": "q", "source": "q.pth", "sha256": "aa"},
                    "classifier": {"name": "c", "source": None, "sha256": "bb"}, "arch": "resnet9",
                    "attribution": "saliency", "options": {"reduce": "max_abs"}, "target": "pred", "resize": 300,
-                   "crop": 200, "seed": 5, "labels": None, "corrupt_at": "crop", **numerics, "entry_format": 4}
+                   "crop": 200, "seed": 5, "labels": None, "corrupt_at": "crop", **numerics, "entry_format": 5}
     # the corruption is not in it: every cell of a sweep shares the clean pass
     assert _key(tmp_path, cell=Cell("fog", 1, 5)) == _key(tmp_path, cell=Cell("snow", 3, 5))
 

@@ -15,9 +15,9 @@ import torch
 from ..io.atomic import atomic_write_text, strict_json
 from ..io.entries import DamagedEntry, discard_entry, read_entry, write_entry
 
-CLEAN_FIELDS = ("q_global", "q_local", "probs", "attribution")
+CLEAN_FIELDS = ("q_global", "q_local", "probs", "logits", "attribution")
 # Bumped when the entry layout changes, so a folder shared between versions never mixes layouts.
-ENTRY_FORMAT = 4  # 3: a sha256 member checks every entry; 4: entries named by image id and file content
+ENTRY_FORMAT = 5  # 3: a sha256 member checks every entry; 4: entries named by image id and file content; 5: logits
 
 
 def cache_key(parts: dict[str, Any]) -> str:
