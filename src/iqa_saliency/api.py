@@ -256,7 +256,7 @@ def evaluate_images(
     shared = tempfile.mkdtemp(prefix="iqa-saliency-clean-") if len(cells) > 1 else None
     results: dict[tuple[str, int], ApiResult] = {}
     try:
-        commands = {}
+        cell_overrides = {}
         for cell in cells:
             base = [f"corruption={cell[0]}", f"severity={cell[1]}", f"pretrained={str(bool(pretrained)).lower()}",
                     "dataset=folder", "logger=none", f"figures={int(figures)}",
@@ -266,9 +266,9 @@ def evaluate_images(
             base += [f"classifier={classifier}"] if isinstance(classifier, str) else []
             base += [f"quality={quality}"] if isinstance(quality, str) else []
             base += [f"clean_cache={shared}"] if shared else []  # the clean pass once for all the cells
-            commands[cell] = [*base, *overrides]
-            _check_overrides(commands[cell])  # every cell's configuration before the first cell runs
-        for cell, command in commands.items():
+            cell_overrides[cell] = [*base, *overrides]
+            _check_overrides(cell_overrides[cell])  # every cell's configuration before the first cell runs
+        for cell, command in cell_overrides.items():
             folder = (Path(figures_dir) / (f"{cell[0]}-s{cell[1]}" if len(cells) > 1 else "")) if figures_dir else None
             with _lightning_info(shown=progress):
                 results[cell] = _evaluate_cell(command, images, labels, names, given, folder)

@@ -84,7 +84,8 @@ def test_collate_stacks_each_image_size_and_the_cache_lookups():
                 "cached_clean": cached}
 
     entry = {"q_global": np.float32(2.5), "q_local": np.ones((20, 20), np.float32),
-             "probs": np.full(10, 0.1, np.float32), "attribution": np.full((8, 6), 3.0, np.float32)}
+             "probs": np.full(10, 0.1, np.float32), "logits": np.zeros(10, np.float32),
+             "attribution": np.full((8, 6), 3.0, np.float32)}
     batch = collate_pairs([item(0, (8, 6), None), item(1, (4, 4), None), item(2, (8, 6), entry),
                            {"index": 3, "image_id": "bad", "label": 0, "error": "OSError: broken"}])
     assert [it["image_id"] for it in batch["skipped"]] == ["bad"]
