@@ -290,3 +290,48 @@ def test_study_figure_set_per_corruption_at_the_chosen_severity(tmp_path, monkey
     assert figures.study_figure(unsaved, tmp_path / "s.png", StudyFigures(True, 5, 2)) is None
     with pytest.raises(ConfigError, match="report.study_severity"):
         StudyFigures.from_config({"study_severity": 0})
+
+
+@pytest.mark.parametrize("column", ["mos_mean", "sim_cc_mean", "change_cc"])
+def test_every_curve_gets_its_interval_as_error_bars(column):
+    """summary.csv names an interval after the column (mos_mean_ci_low, change_cc_ci_low) or after the metric of a
+    mean (sim_cc_ci_low for sim_cc_mean): either way the curve is drawn with it, whiskers from the CI's ends."""
+    from iqa_saliency.report.figures import errorbar_line
+
+    base = "sim_cc" if column == "sim_cc_mean" else column
+    rows = pd.DataFrame({"severity": [0, 1, 2], column: [0.5, 0.4, 0.2],
+                         f"{base}_ci_low": [0.45, 0.3, 0.1], f"{base}_ci_high": [0.6, 0.5, 0.25]})
+    fig, ax = plt.subplots()
+    errorbar_line(ax, rows, column, 0, "contrast")
+    (bars,) = ax.containers[0].lines[2]  # the vertical whiskers
+    ends = [tuple(np.round(seg[:, 1], 6)) for seg in bars.get_segments()]
+    plt.close(fig)
+    assert ends == [(0.45, 0.6), (0.3, 0.5), (0.1, 0.25)]
+
+
+def test_report_figures_carry_the_untrained_mark_only_when_a_model_was_untrained(tmp_path):
+    """A cell whose summary.json says a model ran untrained: every report figure's title starts with the warning,
+    naming that model; trained weights everywhere: no mark."""
+    import matplotlib.pyplot as plt
+
+    from iqa_saliency.report import figures
+    from iqa_saliency.report.style import untrained_mark
+
+    trained = {"weights": {"quality": {"untrained": False}, "classifier": {"untrained": False}}}
+    one = {"weights": {"quality": {"untrained": False}, "classifier": {"untrained": True}}}
+    assert untrained_mark([trained, trained]) is None
+    mark = untrained_mark([trained, one])
+    assert mark.startswith("UNTRAINED weights (classifier)")
+    titles = []
+    for suptitle in ("contrast", None):
+        with figures.marked(mark):
+            fig, _ = plt.subplots()
+            if suptitle:
+                fig.suptitle(suptitle)
+            original_savefig = fig.savefig
+            fig.savefig = lambda *a, **k: (titles.append(fig._suptitle.get_text()), original_savefig(*a, **k))
+            figures.save_figure(fig, tmp_path / f"{suptitle}.png")
+    assert titles == [f"{mark}\ncontrast", mark]
+    fig, _ = plt.subplots()
+    figures.save_figure(fig, tmp_path / "after.png")  # outside the block: no mark
+    assert fig._suptitle is None

@@ -3,9 +3,10 @@ comparison figure (report.comparison) draws."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,26 @@ Y_LABELS = {"acc_top1": "top-1 accuracy", "acc_top5": "top-5 accuracy", "flip_ra
 
 
 
+MARK = {"text": None}  # set by marked(): the warning the report's figures carry (untrained weights)
+
+
+@contextlib.contextmanager
+def marked(mark: str | None) -> Iterator[None]:
+    """Every figure save_figure writes inside the block carries `mark` above its title (None: no mark)."""
+    previous, MARK["text"] = MARK["text"], mark
+    try:
+        yield
+    finally:
+        MARK["text"] = previous
+
+
 def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int | None = None,
                 metadata: dict[str, str] | None = None) -> Path:
     """Write `fig` (format from the file's extension; dpi default: matplotlib's savefig.dpi) through a temporary
     file and a rename (never a half-written figure), then close it; `metadata`: the file's text fields."""
+    if MARK["text"]:
+        title = fig._suptitle.get_text() if fig._suptitle is not None else ""
+        fig.suptitle(f"{MARK['text']}\n{title}" if title else MARK["text"], color="red", fontweight="bold")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
@@ -72,9 +89,12 @@ def errorbar_line(ax: Any, rows: pd.DataFrame, column: str, k: int, label: str) 
     if rows.empty:
         return
     yerr = None
-    if f"{column}_ci_low" in rows and f"{column}_ci_high" in rows:
-        low = (rows[column] - rows[f"{column}_ci_low"]).clip(lower=0).fillna(0)
-        high = (rows[f"{column}_ci_high"] - rows[column]).clip(lower=0).fillna(0)
+    # summary.csv names a mean's interval after the column (mos_mean_ci_low) or its metric (sim_cc_ci_low)
+    base = next((b for b in (column, column.removesuffix("_mean"))
+                 if f"{b}_ci_low" in rows and f"{b}_ci_high" in rows), None)
+    if base is not None:
+        low = (rows[column] - rows[f"{base}_ci_low"]).clip(lower=0).fillna(0)
+        high = (rows[f"{base}_ci_high"] - rows[column]).clip(lower=0).fillna(0)
         yerr = np.vstack([low, high])
     ax.errorbar(rows["severity"], rows[column], yerr=yerr, capsize=3, markersize=5, label=label, **line_style(k))
 

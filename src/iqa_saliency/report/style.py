@@ -64,3 +64,14 @@ class StudyFigures:
         if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
             raise ConfigError(f"report.study_severity={severity!r} is not valid. Use a severity from 1 to 5.")
         return cls(bool(node.get("study_figures", False)), node.get("study_image", 5), severity)
+
+
+def untrained_mark(summaries: list[dict[str, Any]]) -> str | None:
+    """The warning every report figure carries when any cell ran a model on untrained weights, else None."""
+    from ..models.resolution import ROLE_NAMES
+
+    roles = [role for role in ROLE_NAMES
+             if any(((s.get("weights") or {}).get(role) or {}).get("untrained") for s in summaries)]
+    if not roles:
+        return None
+    return f"UNTRAINED weights ({', '.join(ROLE_NAMES[r] for r in roles)}): no learned behaviour"

@@ -25,6 +25,7 @@ from ..io.schema import PER_IMAGE, SUMMARY
 from ..models.weights import UNTRAINED
 from . import change
 from .change import CLEAN
+from .style import untrained_mark
 
 log = logging.getLogger(__name__)
 
@@ -261,18 +262,18 @@ def write_report(sweep_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0
     from . import figures as figs
 
     style = style or figs.DEFAULT_STYLE
-    with plt.rc_context(style.rc()):
-        return _write_report(Path(sweep_dir), n_boot, seed, images, style, study)
+    cells = load_cells(Path(sweep_dir))
+    if not cells:
+        raise FileNotFoundError(f"No complete cell (summary.json + per_image.csv) under {sweep_dir}.")
+    with plt.rc_context(style.rc()), figs.marked(untrained_mark([c.summary for c in cells])):
+        return _write_report(Path(sweep_dir), cells, n_boot, seed, images, style, study)
 
 
-def _write_report(sweep_dir: Path, n_boot: int, seed: int, images: Sequence[str] | None, style: Any,
-                  study: Any) -> Path:
+def _write_report(sweep_dir: Path, cells: list[Cell], n_boot: int, seed: int, images: Sequence[str] | None,
+                  style: Any, study: Any) -> Path:
     from . import figures as figs
     from . import markdown
 
-    cells = load_cells(sweep_dir)
-    if not cells:
-        raise FileNotFoundError(f"No complete cell (summary.json + per_image.csv) under {sweep_dir}.")
     summary = summarize_cells(cells, n_boot=n_boot, seed=seed)
     atomic_write_text(sweep_dir / "summary.csv", neutralise_frame(summary).to_csv(index=False))
     fig_dir = sweep_dir / "report_figures"
