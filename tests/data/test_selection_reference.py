@@ -29,9 +29,11 @@ class ValueScore(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.shapes: list[tuple[int, ...]] = []
+        self.inputs: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.shapes.append(tuple(x.shape))
+        self.inputs.append(x.clone())
         return (x.mean(dim=(1, 2, 3)) * 255).round()[:, None].repeat(1, 401)
 
 
@@ -234,6 +236,57 @@ def test_the_gate_scores_at_the_evaluated_size_in_batches_and_logs_what_it_kept(
     assert not (tmp_path / "run").exists()
 
 
+def test_the_gate_scores_at_256_then_224_unless_told(tmp_path):
+    # a 256 x 256 image needs no resize to 256, so the model must see exactly its centre 224 x 224 (offset 16)
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        Image.fromarray(noise).save(tmp_path / "data" / cls / "n.png")
+    model = ValueScore()
+    sel = Selection(quality_filter=["Bad", "Poor", "Fair", "Good", "Excellent"], quality_cache=str(tmp_path / "c.csv"))
+    select_images(ImageFolder(tmp_path / "data"), sel, _loader(model))
+    (x,) = model.inputs
+    assert x.shape == (2, 3, 224, 224)
+    for image in (x * 255).round().to(torch.uint8):
+        np.testing.assert_array_equal(image.permute(1, 2, 0).numpy(), noise[16:240, 16:240])
+
+
+def test_the_gate_resizes_before_it_crops(tmp_path):
+    # 512 x 512 at 40 with a 224 x 224 centre at 200: cropped at full size the model sees only the centre (200);
+    # resized to 256 first, the centre shrinks to 112 x 112 of the 224 x 224 crop: 1/4 * 200 + 3/4 * 40 = 80
+    a = np.full((512, 512, 3), 40, np.uint8)
+    a[144:368, 144:368] = 200
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    Image.fromarray(a).save(tmp_path / "data" / "a" / "s.png")
+    Image.fromarray(a).save(tmp_path / "data" / "a" / "t.png")
+    model = ValueScore()
+    sel = Selection(quality_filter=["Excellent"], quality_cache=str(tmp_path / "c.csv"))
+    select_images(ImageFolder(tmp_path / "data"), sel, _loader(model), resize=256, crop=224)
+    (x,) = model.inputs
+    assert x.shape == (2, 3, 224, 224)
+    assert (x.mean(dim=(1, 2, 3)) * 255).tolist() == pytest.approx([80, 80], abs=0.5)
+
+
+class WorkerFolder(ImageFolder):
+    """An image folder that leaves a mark when it decodes an image in a DataLoader worker process."""
+
+    mark: str = ""
+
+    def load(self, record):  # noqa: ANN001, ANN201
+        if torch.utils.data.get_worker_info() is not None:
+            open(self.mark, "a").close()
+        return super().load(record)
+
+
+def test_the_gate_decodes_in_the_configured_workers(flat, tmp_path):
+    source = WorkerFolder(flat)
+    source.mark = str(tmp_path / "in-a-worker")
+    sel = Selection(quality_filter=["Good"], quality_cache=str(tmp_path / "c.csv"), num_workers=1)
+    kept = select_images(source, sel, _loader(ValueScore()), resize=None, crop=None)
+    assert [r.image_id for r in kept.records] == ["x/v72.png", "y/v72.png"]
+    assert (tmp_path / "in-a-worker").exists()
+
+
 def test_full_size_scoring_sees_the_decoded_image(flat, tmp_path):
     model = ValueScore()
     sel = Selection(quality_filter=["Bad"], quality_cache=str(tmp_path / "c.csv"), quality_score_size="full",
@@ -264,6 +317,19 @@ def test_the_gate_without_a_quality_model_or_without_a_kept_image_is_refused(fla
         select_images(ImageFolder(flat), poor, _loader(ValueScore()), report_dir=tmp_path / "run",
                       resize=None, crop=None)
     assert (tmp_path / "run" / "quality_filter.json").is_file()  # the report says why, before the refusal
+    rows = [(f"{c}/v{v}.png", v, 10.0, "Bad") for c in ("x", "y") for v in VALUES]
+    expected = ("No image is rated Good/Excellent (counts: {'Bad': 8, 'Poor': 0, 'Fair': 0, 'Good': 0, "
+                "'Excellent': 0}). Widen dataset.quality_filter or use another dataset.")
+    with pytest.raises(DatasetError, match=f"^{re.escape(expected)}$"):
+        select_images(ImageFolder(flat), Selection(quality_filter=["Excellent", "Good"],
+                                                   quality_scores=str(_mos_csv(tmp_path / "bad.csv", rows))))
+
+
+def test_without_filter_or_scores_every_image_is_kept_without_a_file(flat, caplog):
+    source = ImageFolder(flat)
+    with caplog.at_level(logging.INFO, logger="iqa_saliency.data.selection"):
+        assert select_images(source, Selection()) is source
+    assert caplog.messages == []
 
 
 def test_the_studys_file_decides_the_categories_and_every_image_needs_a_row(flat, tmp_path, caplog):
@@ -275,8 +341,8 @@ def test_the_studys_file_decides_the_categories_and_every_image_needs_a_row(flat
     with caplog.at_level(logging.INFO, logger="iqa_saliency.data.selection"):
         kept = select_images(ImageFolder(flat), sel)  # no quality model needed
     assert [r.image_id for r in kept.records] == ["x/v40.png"]
-    assert f"Quality categories {{'Bad': 7, 'Poor': 0, 'Fair': 0, 'Good': 1, 'Excellent': 0}}; kept 1 of 8 images " \
-           f"(Good; from {mos})" in caplog.messages
+    assert caplog.messages == [f"Quality categories {{'Bad': 7, 'Poor': 0, 'Fair': 0, 'Good': 1, 'Excellent': 0}}; "
+                               f"kept 1 of 8 images (Good; from {mos})"]
     # without a filter every image is kept, but each must still have a row
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="iqa_saliency.data.selection"):
