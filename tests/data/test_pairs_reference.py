@@ -236,3 +236,37 @@ def test_collate_sets_aside_what_the_step_must_corrupt():
     assert torch.equal(group["corrupted"], torch.stack([torch.full((3, 4, 4), v, dtype=torch.uint8)
                                                         for v in (102, 103)]))
     assert "found" not in group and collate_pairs([])["groups"] == []
+
+
+def test_the_none_corruption_is_clean_at_any_severity(source):
+    invert = Invert()
+    full = CorruptedPairs(source, Cell("none", 3, 0), Inputs(resize=None, crop=48, corrupt_at="full_size"),
+                          corrupt_fn=invert)[0]
+    assert invert.calls[-1][0] == (48, 48, 3)  # the crop, not the full image
+    np.testing.assert_array_equal(_hwc(full["corrupted"]), 255 - WIDE[8:56, 16:64])
+    step = CorruptedPairs(source, Cell("none", 3, 0), Inputs(resize=None, crop=48), corrupt_fn=None)[0]
+    assert "seed" not in step and torch.equal(step["corrupted"], step["clean"])
+
+
+def test_the_crop_order_pads_when_told_and_asks_the_source_for_the_resize(source):
+    padded = _hwc(CorruptedPairs(source, Cell("fog", 2, 0), Inputs(resize=None, crop=72, small="pad"),
+                                 corrupt_fn=Invert())[0]["clean"])
+    np.testing.assert_array_equal(padded[4:68], WIDE[:, 4:76])
+    assert not padded[:4].any() and not padded[68:].any()
+    asked = []
+
+    class Recording(ImageFolder):
+        def load_reduced(self, record, min_side):  # noqa: ANN001, ANN201
+            asked.append(min_side)
+            return super().load_reduced(record, min_side)
+
+    rec = Recording(source.root)
+    CorruptedPairs(rec, Cell("fog", 2, 0), Inputs(resize=40, crop=32), corrupt_fn=Invert())[0]
+    CorruptedPairs(rec, Cell("fog", 2, 0), Inputs(resize=48, crop=32, corrupt_at="full_size"), corrupt_fn=Invert())[0]
+    assert asked == [40, 48]
+
+
+def test_crop_batch_keeps_the_pixel_limit_on_the_host_path():
+    batch = torch.from_numpy(np.stack([WIDE])).permute(0, 3, 1, 2)
+    with pytest.raises(ValueError, match="max_pixels=11000"):  # 64 x 80 upscaled to 96: 96 x 120 pixels
+        crop_batch(batch, Inputs(crop=96, max_pixels=11_000))
