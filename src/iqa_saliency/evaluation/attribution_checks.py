@@ -20,27 +20,22 @@ CHECK_MEAN_COLUMNS = {
 
 
 class AttributionChecks:
-    """Computes the columns with the classifier the attribution explains (the clean logits for ROS, the corrupted
-    ones when the pass did not return them; the deletion/insertion curves)."""
+    """Computes the columns from the passes' outputs, with the classifier the attribution explains for the
+    deletion/insertion curves."""
 
     def __init__(self, classifier: torch.nn.Module, faithfulness: Faithfulness | None = None) -> None:
         self.classifier = classifier
         self.faithfulness = faithfulness or Faithfulness()
 
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.classifier(x).float()
-
     def columns(self, x_clean: torch.Tensor, clean: dict[str, torch.Tensor], x: torch.Tensor,
                 corrupted: dict[str, torch.Tensor], labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """The (B,) columns for one group: `clean` and `corrupted` are the passes' outputs (probs, attribution; the
-        corrupted pass's logits if it has them) for the [0, 1] inputs x_clean and x; `labels`: the explained
-        classes when the attribution explains the label (attribution.target=label), else None (the predictions)."""
+        """The (B,) columns for one group: `clean` and `corrupted` are the passes' outputs (probs, logits,
+        attribution; the clean ones possibly from the clean cache) for the [0, 1] inputs x_clean and x; `labels`:
+        the explained classes when the attribution explains the label (attribution.target=label), else None (the
+        predictions)."""
         pred_clean, pred = clean["probs"].argmax(dim=1), corrupted["probs"].argmax(dim=1)
         same, e_clean, e = pred_clean == pred, clean["attribution"], corrupted["attribution"]
-        # the clean pass's logits (also in the clean cache): no extra forward pass per image and cell
-        h_clean = clean["logits"] if "logits" in clean else self._logits(x_clean)
-        h = h_clean if corrupted is clean else corrupted["logits"] if "logits" in corrupted else self._logits(x)
+        h_clean, h = clean["logits"], corrupted["logits"]  # no forward pass of its own (the clean cache holds logits)
         out = {"attr_ris": relative_input_stability(x_clean, x, e_clean, e, same),
                "attr_ros": relative_output_stability(h_clean, h, e_clean, e, same)}
         nan = torch.full_like(out["attr_ris"], math.nan)

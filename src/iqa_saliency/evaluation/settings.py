@@ -103,6 +103,6 @@ class GivenModels:
     attribution: GivenAttribution | None = None  # a captum object or function, checked (attribution.given)
 
 
-# The models' outputs for a batch of [0, 1] images: q_global (B,), q_local (B, 20, 20), probs (B, classes),
-# attribution (B, H, W). The benchmark injects a stand-in to measure the host side alone.
+# The models' outputs for a batch of [0, 1] images: q_global (B,), q_local (B, 20, 20), probs and logits
+# (B, classes), attribution (B, H, W). The benchmark injects a stand-in to measure the host side alone.
 Inference = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
