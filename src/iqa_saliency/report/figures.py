@@ -7,6 +7,7 @@ import contextlib
 import math
 import os
 from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +27,27 @@ Y_LABELS = {"acc_top1": "top-1 accuracy", "acc_top5": "top-5 accuracy", "flip_ra
 
 
 
-MARK = {"text": None}  # set by marked(): the warning the report's figures carry (untrained weights)
+_MARK: ContextVar[str | None] = ContextVar("report_figure_mark", default=None)  # set by marked()
 
 
 @contextlib.contextmanager
 def marked(mark: str | None) -> Iterator[None]:
     """Every figure save_figure writes inside the block carries `mark` above its title (None: no mark)."""
-    previous, MARK["text"] = MARK["text"], mark
+    token = _MARK.set(mark)
     try:
         yield
     finally:
-        MARK["text"] = previous
+        _MARK.reset(token)
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int | None = None,
                 metadata: dict[str, str] | None = None) -> Path:
     """Write `fig` (format from the file's extension; dpi default: matplotlib's savefig.dpi) through a temporary
     file and a rename (never a half-written figure), then close it; `metadata`: the file's text fields."""
-    if MARK["text"]:
+    mark = _MARK.get()
+    if mark:
         title = fig._suptitle.get_text() if fig._suptitle is not None else ""
-        fig.suptitle(f"{MARK['text']}\n{title}" if title else MARK["text"], color="red", fontweight="bold")
+        fig.suptitle(f"{mark}\n{title}" if title else mark, color="red", fontweight="bold")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
