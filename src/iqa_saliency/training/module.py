@@ -21,7 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from ..data.images import prepare_image
+from ..data.images import SMALL_MODES, check_choice, prepare_image
 from ..data.loading import ShardSampler
 from ..data.sources import NO_LABEL, ImageSource
 from ..errors import ConfigError, DatasetError
@@ -46,13 +46,15 @@ def train_transform(crop: int) -> Callable:
     return T.Compose([T.RandomResizedCrop(crop, antialias=True), T.RandomHorizontalFlip(), T.ToTensor()])
 
 
-def _prepared_tensor(image: Image.Image, resize: int | None, crop: int | None, small: str = "upscale") -> torch.Tensor:
+def _prepared_tensor(image: Image.Image, resize: int | None, crop: int | None, small: str) -> torch.Tensor:
     return TF.to_tensor(prepare_image(image, resize, crop, small))
 
 
 def eval_transform(resize: int | None, crop: int | None, small: str = "upscale") -> Callable:
     """Exactly the preparation evaluate.py applies to clean images (resize, centre crop; dataset.small), to [0, 1]
     tensors."""
+    # prepare_image upscales for any value but "pad": a misspelt mode must not silently mean upscale
+    check_choice("dataset.small", small, SMALL_MODES)
     return partial(_prepared_tensor, resize=resize, crop=crop, small=small)  # picklable for spawned workers
 
 
