@@ -426,7 +426,7 @@ def fitted(scores: list[float]) -> tuple[float, float, float]:
 
 
 def _fit_folder(root) -> tuple[list, list[float]]:  # noqa: ANN001
-    """Images in several modes, each flat so its score is known: (files in rglob order, scores)."""
+    """Images in several modes, each of one colour so its score is known: (files in rglob order, scores)."""
     palette = Image.new("P", (6, 5), 0)
     palette.putpalette([90, 60, 66] + [0] * 765)  # palette index 0 is (90, 60, 66): mean 72
     made = {"b.png": Image.new("L", (30, 20), 70), "sub/c.JPEG": Image.new("RGB", (9, 8), (70, 70, 70)),
@@ -465,8 +465,11 @@ def test_fit_scores_each_file_at_full_size_as_rgb_and_caches_the_parameters(tmp_
     peak, left, right = fitted(scores)
     assert (norm.peak, norm.n_std, norm.clip_max, norm.name) == (peak, 3.5, 99.9, f"fit:{folder}")
     assert (norm.std_left, norm.std_right) == pytest.approx((left, right), rel=1e-12)
-    assert [c[:4] for c in model.calls] == [((1, 3, Image.open(f).height, Image.open(f).width), False,
-                                             torch.device("cpu"), torch.float32) for f in files]
+    sizes = []
+    for f in files:
+        with Image.open(f) as im:
+            sizes.append((im.height, im.width))
+    assert [c[:4] for c in model.calls] == [((1, 3, *hw), False, torch.device("cpu"), torch.float32) for hw in sizes]
     assert model.moved_to == [torch.device("cpu")]
     for f, x in zip(files, model.inputs, strict=True):
         with Image.open(f) as im:
