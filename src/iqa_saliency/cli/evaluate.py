@@ -215,15 +215,21 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """The Hydra job's cell, in its run folder (the cells of a sweep share caches in the sweep folder)."""
     hydra_cfg = HydraConfig.get()
     sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else None
-    return evaluate_cell(cfg, hydra_cfg.runtime.output_dir, sweep_dir, resume_command=resume_command())
+    # the basic launcher runs every cell in this process: its data workers are kept for the next cell
+    in_process = sweep_dir is not None and str(hydra_cfg.launcher.get("_target_", "")).endswith(".BasicLauncher")
+    return evaluate_cell(cfg, hydra_cfg.runtime.output_dir, sweep_dir, resume_command=resume_command(),
+                         keep_workers=in_process)
 
 
 def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, source: Any = None,
-                  resume_command: str | None = None, given: GivenModels | None = None) -> dict[str, Any]:
+                  resume_command: str | None = None, given: GivenModels | None = None,
+                  keep_workers: bool = False) -> dict[str, Any]:
     """Compose the configured pieces and run one cell in `run_dir`; user errors surface before heavy work.
 
     `source` (an ImageSource) replaces the configured dataset and `given` the configured models: the Python API's
     images and models. `resume_command` is the command line printed to finish the run if it stops early.
+    `keep_workers`: the cell's DataLoader workers stay up for the next cell of this process (a sweep's; the sweep's
+    end shuts them down, see cli.sweep).
     """
     from ..io.atomic import check_writable
     from ..io.resume import check_run_folder, is_complete, launch_rank, read_summary
@@ -279,6 +285,10 @@ def evaluate_cell(cfg: DictConfig, run_dir: str, sweep_dir: str | None = None, s
                               callbacks=progress_callbacks(cfg))
     cell, inputs, outputs, speed = settings(cfg, run_dir, clean_cache_dir, trainer.num_devices,
                                             resume_command)
+    if keep_workers:
+        from ..data.loading import keep_workers as kept
+
+        speed = replace(speed, workers=kept())
     try:
         result = run_evaluation(source, models, trainer, cell, inputs, explain, outputs, speed)
         if result.summary:

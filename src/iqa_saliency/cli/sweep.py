@@ -101,6 +101,12 @@ class SweepCallback(Callback):
         if shown and sys.stderr.isatty():  # like Lightning's bar: quiet in logs and with the bar switched off
             log.info("Sweep: %d/%d cells complete (this session: %s)", done, state["total"], eta)
 
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # the data workers the cells kept (data.loading.keep_workers); the module is loaded only if a cell ran
+        loading = sys.modules.get("iqa_saliency.data.loading")
+        if loading is not None:
+            loading.release_workers()
+
 
 class SweepReportCallback(Callback):
     """Writes the sweep's report when a -m sweep ends (the report's modules load only then)."""

@@ -228,8 +228,10 @@ def _run_locked(source: ImageSource, models: EvaluationModels, trainer: pl.Train
     # a batch with any image left is computed whole, so the resumed images see the batch they would have seen
     left = set(todo)
     batches = [b for b in fixed_batches(len(dataset), inputs.batch_size) if left.intersection(b)]
+    workers = speed.workers if trainer.world_size == 1 else None  # DDP ranks start their own per cell
     data = PairData(dataset, batch_size=inputs.batch_size, num_workers=inputs.num_workers,
-                    pin_memory=trainer.accelerator.__class__.__name__ != "CPUAccelerator", batches=batches)
+                    pin_memory=trainer.accelerator.__class__.__name__ != "CPUAccelerator", batches=batches,
+                    workers=workers)
     pl.seed_everything(cell.seed, workers=True, verbose=False)
     profiling.add("run start: labels, run folder, caches, module", time.perf_counter() - set_up)
     try:
@@ -240,6 +242,8 @@ def _run_locked(source: ImageSource, models: EvaluationModels, trainer: pl.Train
             writer.wait()
         trainer.strategy.barrier()
     except BaseException as exc:  # Ctrl-C, SIGTERM (see cli.evaluate) or an error: keep what was computed
+        if workers is not None:
+            workers.close()  # stopped mid-epoch: not reused, and no worker outlives an interrupted sweep
         with contextlib.suppress(Exception):
             writer.wait()  # rows whose files are all on disk are committed; the rest is redone on resume
         if launch_rank() == 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from ..caches.clean import CLEAN_FIELDS, CleanCache
 from ..caches.corruption import CachedCorruption, torch_backend_id
 from ..corruption import is_clean
 from ..corruption.torch_backend import corrupt_batch
-from ..data.loading import BatchShards, fixed_batches
+from ..data.loading import BatchShards, WorkerPool, fixed_batches
 from ..data.pairs import collate_pairs, crop_batch
 from ..data.protocol import Cell, Inputs
 from ..heap import release_free_heap
@@ -44,18 +44,24 @@ class PairData(pl.LightningDataModule):
     computes are chosen once its rank is known. `batches`: those left to do (a resumed run), default all."""
 
     def __init__(self, dataset: Dataset, batch_size: int = 8, num_workers: int = 2, pin_memory: bool = False,
-                 batches: Sequence[Sequence[int]] | None = None):
+                 batches: Sequence[Sequence[int]] | None = None, workers: WorkerPool | None = None):
         super().__init__()
         self.dataset = dataset
         self.batches = fixed_batches(len(dataset), batch_size) if batches is None else batches
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.workers = workers  # kept across a sweep's cells (data.loading.WorkerPool); None: started per cell
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> Iterable[Any]:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        shards = BatchShards(self.batches, rank, world)
+        if self.workers is not None:
+            kept = self.workers.loader(self.dataset, shards, self.num_workers, collate_pairs, self.pin_memory)
+            if kept is not None:
+                return kept
         return DataLoader(
             self.dataset,
-            batch_sampler=BatchShards(self.batches, rank, world),
+            batch_sampler=shards,
             num_workers=self.num_workers,
             collate_fn=collate_pairs,
             pin_memory=self.pin_memory,

@@ -19,6 +19,7 @@ import torch
 from ..attribution.base import AttributionMethod
 from ..attribution.given import GivenAttribution
 from ..attribution.registry import build_attribution
+from ..data.loading import WorkerPool
 from ..models.classifier import Classifier
 from ..models.paq2piq import PaQ2PiQ, ScoreNormalizer
 from ..models.resolution import ModelWeights
@@ -76,6 +77,8 @@ class Speed:
 
     channels_last: bool = False  # NHWC memory format for both models
     fold_batchnorm: bool = True  # BatchNorm folded into the convolutions at load
+    # DataLoader workers kept across the cells of this process (a sweep's); None: each cell starts its own
+    workers: WorkerPool | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
