@@ -119,3 +119,31 @@ def test_experiment_configs_name_valid_corruptions(experiment):
     for corruption in params.corruption.split(","):
         for severity in str(params.severity).split(","):
             check_corruption(corruption, int(severity))
+
+
+def test_sweep_end_reads_each_cell_once_and_writes_the_report_write_report_writes(tmp_path, monkeypatch):
+    """The sweep's end (SweepReportCallback) loads the cells once for the report and its wandb step; the files it
+    writes are byte for byte those of write_report run on its own."""
+    from omegaconf import OmegaConf
+
+    from iqa_saliency.cli.sweep import SweepReportCallback
+
+    rows = [{"image": f"i{k}", "label": k % 3, "clean_pred": 0, "sim_cc": 0.1 * k} for k in range(6)]
+    for k, (corruption, severity) in enumerate((("none", 0), ("contrast", 1), ("contrast", 2))):
+        _fake_cell(tmp_path, f"{k}_{corruption}", corruption, severity,
+                   {"acc/top1": 0.9 - 0.1 * k, "quality/mos_mean": 70.0 - k, "similarity/cc": 0.3}, rows)
+    reads = []
+    read_csv = pd.read_csv
+    monkeypatch.setattr(pd, "read_csv", lambda path, *a, **k: reads.append(str(path)) or read_csv(path, *a, **k))
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}, "print_summary": False,
+                               "report": {"format": "png", "dpi": 50}})
+    SweepReportCallback().on_multirun_end(config)
+    assert sorted(p for p in reads if p.endswith("per_image.csv")) == sorted(
+        str(tmp_path / name / "per_image.csv") for name in ("0_none", "1_contrast", "2_contrast"))
+    written = {p: p.read_bytes() for p in sorted(tmp_path.glob("*")) + sorted(tmp_path.glob("report_figures/*"))
+               if p.is_file()}
+    assert {p.name for p in written} >= {"summary.csv", "report.md", "report.json", "change.png"}
+    from iqa_saliency.report.style import FigureStyle
+
+    write_report(tmp_path, style=FigureStyle(format="png", dpi=50))
+    assert {p: p.read_bytes() for p in written} == written

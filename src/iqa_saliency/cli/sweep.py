@@ -118,9 +118,10 @@ class SweepReportCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             with profiling.stage("sweep report + figures"):
+                cells = load_cells(sweep_dir)  # every cell's per_image.csv read once, for the report and wandb
                 path = write_report(sweep_dir, style=FigureStyle.from_config(config.get("report")),
-                                    study=StudyFigures.from_config(config.get("report")))
-                log_report_to_wandb(sweep_dir, load_cells(sweep_dir))
+                                    study=StudyFigures.from_config(config.get("report")), cells=cells)
+                log_report_to_wandb(sweep_dir, cells)
             log.info("Sweep report: %s", path)
             if config.get("print_summary", True):
                 from ..report.console import sweep_table

@@ -253,16 +253,18 @@ def with_clean_points(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_report(sweep_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0,
-                 images: Sequence[str] | None = None, style: Any = None, study: Any = None) -> Path:
+                 images: Sequence[str] | None = None, style: Any = None, study: Any = None,
+                 cells: Sequence[Cell] | None = None) -> Path:
     """Build summary.csv, figures and report.md in `sweep_dir`; returns the report's path. `style`: a
     style.FigureStyle (format, dpi), PNG at 150 dpi by default; `study`: a style.StudyFigures (the original
-    study's figure set when enabled)."""
+    study's figure set when enabled); `cells`: load_cells(sweep_dir) when the caller has them already (the report
+    writes no cell's files, so they stay valid for logging it afterwards)."""
     import matplotlib.pyplot as plt
 
     from . import figures as figs
 
     style = style or figs.DEFAULT_STYLE
-    cells = load_cells(Path(sweep_dir))
+    cells = load_cells(Path(sweep_dir)) if cells is None else list(cells)
     if not cells:
         raise FileNotFoundError(f"No complete cell (summary.json + per_image.csv) under {sweep_dir}.")
     with plt.rc_context(style.rc()), figs.marked(untrained_mark([c.summary for c in cells])):
@@ -383,10 +385,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     pick = args.study_image
     study = StudyFigures.from_config({"study_figures": pick is not None, "study_severity": args.study_severity,
                                       "study_image": int(pick) if pick is not None and pick.isdigit() else pick})
+    cells = load_cells(args.sweep_dir)  # read once, for the report and its wandb run
     path = write_report(args.sweep_dir, n_boot=args.n_boot, images=args.images,
-                        style=FigureStyle(format=args.format, dpi=args.dpi), study=study)
+                        style=FigureStyle(format=args.format, dpi=args.dpi), study=study, cells=cells)
     if args.wandb:
-        log_report_to_wandb(args.sweep_dir, load_cells(args.sweep_dir))
+        log_report_to_wandb(args.sweep_dir, cells)
     print(path)
     return 0
 
