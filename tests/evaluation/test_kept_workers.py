@@ -192,24 +192,3 @@ def test_an_error_in_a_cell_shuts_the_kept_workers_down(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="broken step"):  # stopped mid-epoch, batches still in the workers
         _cells(tmp_path / "failed", pool, CELLS[1:2])
     assert pool._loader is None and _worker_pids() - before == set()
-
-
-def test_a_worker_killed_between_cells_is_replaced():
-    import signal
-
-    pool = WorkerPool()
-    before = _worker_pids()
-    try:
-        dataset, batches = Drawn(4, 0), fixed_batches(4, 2)
-        list(pool.loader(dataset, BatchShards(batches), 2, stack))
-        victim = min(_worker_pids() - before)
-        os.kill(victim, signal.SIGKILL)
-        for p in multiprocessing.active_children():
-            if p.pid == victim:
-                p.join(10)
-        got = list(pool.loader(dataset, BatchShards(batches), 2, stack))
-        assert [torch.equal(b["x"], w) for b, w in zip(got, _expected(dataset, batches), strict=True)] == [True] * 2
-        assert victim not in _worker_pids()
-    finally:
-        pool.close()
-    assert _worker_pids() - before == set()

@@ -161,7 +161,7 @@ class WorkerPool:
         if len(payload) > MAX_SENT_DATASET:
             return None
         settings = (num_workers, collate_fn, pin_memory)
-        if settings != self._settings or not self._alive():
+        if settings != self._settings:
             self.close()
             self._loader = DataLoader(_CellDatasets(), batch_sampler=_CellBatches(), num_workers=num_workers,
                                       collate_fn=collate_fn, pin_memory=pin_memory, persistent_workers=True)
@@ -170,11 +170,6 @@ class WorkerPool:
         self._loader.dataset.length = len(dataset)
         self._loader.batch_sampler.batches = [CellBatch(self._cells, payload, list(b)) for b in batch_sampler]
         return _KeptLoader(self._loader)
-
-    def _alive(self) -> bool:
-        """Whether every kept worker still runs (one killed between cells, e.g. for memory, is replaced)."""
-        iterator = self._loader._iterator if self._loader is not None else None
-        return iterator is None or all(w.is_alive() for w in iterator._workers)
 
     def close(self) -> None:
         """Shut the kept workers down (a later cell starts new ones)."""
