@@ -159,9 +159,7 @@ def _strip_to_network(state: dict[str, torch.Tensor], net: nn.Module) -> dict[st
         for own_key in own:
             if key.endswith("." + own_key):
                 prefix = key[: -len(own_key)]
-                stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-                if own & set(stripped):
-                    return stripped
+                return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     return state
 
 
