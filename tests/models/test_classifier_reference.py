@@ -44,11 +44,23 @@ def _pixels() -> torch.Tensor:
 
 
 def _same_logits(clf: C.Classifier, net: nn.Module, mean=MEAN, std=STD, normalized: bool = True) -> None:
+    """`clf` holds `net`'s weights exactly, in eval mode, and feeds it the pixels normalised by hand (or raw).
+
+    The inputs are compared, not only the logits: an untrained network's logits hardly depend on its input."""
     x = _pixels()
-    assert not clf.model.training
+    assert not clf.model.training and not clf.model.net.training
+    own, want = clf.model.net.state_dict(), net.state_dict()
+    assert list(own) == list(want) and all(torch.equal(own[k], want[k]) for k in want)
+    seen = []
+    hook = clf.model.net.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    try:
+        with torch.no_grad():
+            logits = clf.model(x)
+    finally:
+        hook.remove()
+    torch.testing.assert_close(seen[0], _normalised_by_hand(x, mean, std) if normalized else x)
     with torch.no_grad():
-        want = net.eval()(_normalised_by_hand(x, mean, std) if normalized else x)
-        torch.testing.assert_close(clf.model(x), want)
+        torch.testing.assert_close(logits, net.eval()(seen[0]))
 
 
 def _sha(path) -> str:
@@ -287,6 +299,11 @@ def test_a_plain_state_dict_takes_the_configured_arch_and_its_normalisation(tmp_
                               "'model'/'state_dict'). Set classifier.checkpoint=PATH to a checkpoint saved with "
                               "torch.save(model.state_dict()).")
     assert C.read_checkpoint_meta(str(listed)) is None
+    missing = tmp_path / "absent.pth"
+    with pytest.raises(WeightsUnavailableError) as err:
+        C.load_classifier(arch=SMALL, checkpoint=str(missing))
+    assert str(err.value) == (f"Weights file '{missing}' does not exist. Set classifier.checkpoint=PATH to an "
+                              "existing file.")
     wrong = tmp_path / "wrong.pth"
     torch.save(_small(5, 3).state_dict() | {"spare.weight": torch.zeros(1)}, wrong)
     with pytest.raises(UserError) as err:
@@ -457,6 +474,60 @@ def test_torchvision_weights_by_name_are_fetched_by_url_and_hash_prefix(tmp_path
         C.load_classifier(arch=SMALL, weights="IMAGENET9K")
     assert str(err.value) == f"'IMAGENET9K' is not a weights name of {SMALL}. Use one of: IMAGENET1K_V1."
     assert len(calls) == 2
+
+
+def test_the_hash_prefix_is_after_the_files_last_hyphen_and_feature_weights_get_imagenets_names(tmp_path,
+                                                                                              monkeypatch):
+    # a stand-in network for alexnet and vgg16 (large to build): the weights' URL, hash and names are the point here
+    stand_in = tmp_path / "stand_in.pth"
+    torch.save(nn.Linear(2, 3).state_dict(), stand_in)
+    built, fetched = [], []
+
+    def build(arch, num_classes=1000):
+        built.append((arch, num_classes))
+        return nn.Linear(2, 3)
+
+    def fetch(source, sha256, override, download=True):
+        fetched.append((source, sha256))
+        return stand_in, "f" * 64
+
+    monkeypatch.setattr(C, "build_network", build)
+    monkeypatch.setattr(C, "fetch_weights", fetch)
+    alexnet = C.load_classifier(arch="alexnet", weights="IMAGENET1K_V1")
+    assert fetched[-1] == ("https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", "7be5be79")
+    assert alexnet.class_names == torchvision.models.AlexNet_Weights.IMAGENET1K_V1.meta["categories"]
+    features = C.load_classifier(arch="vgg16", weights="IMAGENET1K_FEATURES")  # its meta has no categories
+    assert fetched[-1] == ("https://download.pytorch.org/models/vgg16_features-amdegroot-88682ab5.pth", "88682ab5")
+    assert features.class_names == C.imagenet_categories() and len(features.class_names) == 1000
+    assert features.weights == WeightsIdentity("vgg16:IMAGENET1K_FEATURES", fetched[-1][0], "f" * 64)
+    with pytest.raises(ConfigError) as err:
+        C.load_classifier(arch="mobilenet_v2", weights="V3")
+    assert str(err.value) == "'V3' is not a weights name of mobilenet_v2. Use one of: IMAGENET1K_V1, IMAGENET1K_V2."
+    assert built == [("alexnet", 1000), ("vgg16", 1000), ("mobilenet_v2", 1000)]
+
+
+def test_torchvision_weights_that_do_not_load_name_the_file_and_the_key_to_set(tmp_path, monkeypatch):
+    files = {"corrupt": _corrupt(tmp_path / "corrupt.pth"), "list": tmp_path / "list.pth",
+             "wrong": tmp_path / "wrong.pth"}
+    torch.save([torch.zeros(1)], files["list"])
+    torch.save(_small(1000, 0).state_dict() | {"spare.weight": torch.zeros(1)}, files["wrong"])
+    served = []
+    monkeypatch.setattr(C, "fetch_weights", lambda *args, **kwargs: (served[-1], "d" * 64))
+    expected = {
+        "corrupt": re.escape(f"Could not load weights from '{files['corrupt']}' (") + r"\w+: .*" + re.escape(
+            "). Check that the file is a complete PyTorch checkpoint, or set classifier.checkpoint=PATH to another "
+            "file."),
+        "list": re.escape(f"'{files['list']}' holds no state_dict (a dict of tensors, plain or under "
+                          "'model'/'state_dict'). Set classifier.checkpoint=PATH to a checkpoint saved with "
+                          "torch.save(model.state_dict())."),
+        "wrong": re.escape(f"'{files['wrong']}' does not fit ShuffleNetV2: 1 unexpected (e.g. spare.weight). "
+                           "Set classifier.checkpoint=PATH to weights of the configured architecture."),
+    }
+    for name, path in files.items():
+        served.append(path)
+        with pytest.raises(UserError) as err:
+            C.load_classifier(arch=SMALL, weights="IMAGENET1K_V1")
+        assert re.fullmatch(expected[name], str(err.value)), name
 
 
 def test_timm_weights_by_name_go_through_timms_loader(monkeypatch):
