@@ -56,6 +56,21 @@ class Recording(ImageFolder):
         return super().load_reduced(record, min_side)
 
 
+class Pool:
+    """Stands in for a sweep's kept DataLoader workers: it lends none (the cell starts its own) and records
+    what it was asked for and whether it was closed."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple] = []
+        self.closed = False
+
+    def loader(self, dataset, batch_sampler, num_workers, collate, pin_memory):  # noqa: ANN001, ANN201
+        self.asked.append((list(batch_sampler), num_workers, pin_memory))
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class LogRecords(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -113,6 +128,7 @@ def _complete_cell(folder: Path, tmp: Path) -> SimpleNamespace:
     logger.setLevel(logging.DEBUG)
     run_dir = tmp / "run"
     cache_dir = run_dir.parent / "clean_cache"
+    got.pool = Pool()
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(cell_mod, "EvaluationModule", Module)
@@ -123,7 +139,8 @@ def _complete_cell(folder: Path, tmp: Path) -> SimpleNamespace:
             mp.setattr(profiling, "_profile", profile)
             got.result = cell_mod.run_evaluation(
                 Recording(folder), tiny_cell.models(), tiny_cell.trainer(), CELL, TORCH_ASKED, Explanation("saliency"),
-                Outputs(run_dir, figures=1, save_maps=False, config=CONFIG, clean_cache_dir=cache_dir))
+                Outputs(run_dir, figures=1, save_maps=False, config=CONFIG, clean_cache_dir=cache_dir),
+                Speed(workers=got.pool))
     finally:
         logger.removeHandler(got.log)
         logger.setLevel(level)
@@ -201,8 +218,10 @@ def _the_run_hands_its_settings_on(done):
     assert kwargs["infer"] is None and module.cell == CELL and module.inputs == TORCH_ASKED
     assert module.explain == Explanation("saliency") and module.speed == Speed()
     (data,) = done.data
-    data.pop("dataset", None)
-    assert data == {"batch_size": 2, "num_workers": 0, "pin_memory": False, "batches": [[0, 1], [2, 3], [4, 5]]}
+    assert data == {"batch_size": 2, "num_workers": 0, "pin_memory": False, "batches": [[0, 1], [2, 3], [4, 5]],
+                    "workers": done.pool}
+    # the kept workers are asked first (here they lend none) and stay open for the next cell
+    assert done.pool.asked == [([[0, 1], [2, 3], [4, 5]], 0, False)] and not done.pool.closed
     assert done.seeds == [((7,), {"workers": True, "verbose": False})]
     # the previews of the first `figures` images; the writer's threads end with the run
     assert [p.row["image"] for p in done.result.previews] == ["Green/a.png"]
@@ -327,9 +346,12 @@ def test_a_failed_step_marks_the_run_failed_and_a_full_disk_names_the_fix(folder
         raise RuntimeError("boom")
 
     run_dir = tmp_path / "failed"
+    pool = Pool()
     with caplog.at_level(logging.ERROR, logger=cell_mod.__name__), pytest.raises(RuntimeError, match="^boom$"):
         cell_mod.run_evaluation(Recording(folder), tiny_cell.models(), tiny_cell.trainer(), CELL, INPUTS,
-                                Explanation("saliency"), Outputs(run_dir, figures=0, config=CONFIG), infer=fails)
+                                Explanation("saliency"), Outputs(run_dir, figures=0, config=CONFIG),
+                                Speed(workers=pool), infer=fails)
+    assert pool.closed  # stopped mid-epoch: the kept workers are not reused
     marker = json.loads((run_dir / "INCOMPLETE").read_text())
     assert {k: marker[k] for k in ("status", "reason", "rows_on_disk", "config")} == {
         "status": "failed", "reason": "RuntimeError: boom", "rows_on_disk": 0, "config": CONFIG}

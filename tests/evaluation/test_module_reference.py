@@ -116,6 +116,9 @@ def test_noise(folder, tmp_path):
         assert 0 <= stages[name] <= loop, name
     assert stages["corruption in the step (torch backend)"] == 0
     _noise_columns(noise, folder)
+    (skipped,) = pr.read_csv(noise.run_dir / "skipped.csv")  # the broken file, with its index and the decoder's word
+    assert (skipped["index"], skipped["image"]) == ("5", tiny_cell.BROKEN)
+    assert "cannot identify image" in skipped["reason"]
     _noise_figures_and_previews(noise, folder)
     _noise_summary_means_of_the_new_columns(noise, folder)
 
