@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from helpers import plumbing_reference as pr
 from helpers import reference as ref
+from helpers import tiny_cell
 from helpers.cli import run_cli
 from helpers.plumbing_models import CLASS_NAMES
 from PIL import Image
@@ -248,31 +249,13 @@ def expected_run(v: Variant, root: Path, tmp: Path) -> Expected:
 
 def expected_row(v: Variant, item: pr.Listed, index: int, label: int | None, clean: np.ndarray,
                  corrupted: np.ndarray) -> dict:
-    xc, xk = pr.as_unit(clean), pr.as_unit(corrupted)
-    p_clean, p_corr = pr.softmax(pr.region_logits(xc)), pr.softmax(pr.region_logits(xk))
-    pred, clean_pred = int(p_corr.argmax()), int(p_clean.argmax())
-    mos, qmap = pr.region_quality(xk)
-    mos_clean, qmap_clean = pr.region_quality(xc)
-    h, w = xk.shape[:2]
-    attr = pr.region_saliency(h, w, label if v.target == "label" else pred)
-    attr_clean = pr.region_saliency(h, w, label if v.target == "label" else clean_pred)
-    compared = {"raw": qmap, "inverted": 100.0 - qmap, "drop": qmap_clean - qmap}[v.quality_map]
-    top5 = set(np.argsort(-p_corr)[:5].tolist())
-    norm = ref.paq_normalise(mos)
-    return {
-        "index": index, "image": item.image_id, "label": label,
-        "label_name": None if label is None else CLASS_NAMES[label],
-        "corruption": v.corruption, "severity": v.severity,
-        "mos": mos, "mos_normalized": norm, "quality_category": ref.paq_category(norm), "mos_clean": mos_clean,
-        "mos_drop": mos_clean - mos, "pred": pred, "pred_name": CLASS_NAMES[pred], "pred_prob": p_corr[pred],
-        "clean_pred": clean_pred, "clean_pred_prob": p_corr[clean_pred], "flipped": float(pred != clean_pred),
-        "correct_top1": None if label is None else float(pred == label),
-        "correct_top5": None if label is None else float(label in top5),
-        **ref.similarities(compared, attr), "attr_stability_cc": ref.mit_cc(attr_clean, attr),
-        "maps": f"maps/{index:06d}_{''.join(ch if ch.isalnum() or ch in '-_.' else '_' for ch in item.image_id)}.npz",
-        "_qmap": qmap, "_qmap_clean": qmap_clean, "_attr": attr, "_corrupted": corrupted,
-        "_margin": float(np.sort(p_corr)[-1] - np.sort(p_corr)[-2]),
-    }
+    """tiny_cell's row of the construction, plus the columns and values these cells also check."""
+    row = tiny_cell.expected_row(index, item.image_id, label, clean, corrupted, target=v.target,
+                                 quality_map=v.quality_map)
+    p_corr = np.sort(pr.softmax(pr.region_logits(pr.as_unit(corrupted))))
+    row.update(corruption=v.corruption, severity=v.severity, maps=f"maps/{row['stem']}.npz",
+               _margin=float(p_corr[-1] - p_corr[-2]))
+    return row
 
 
 @pytest.fixture(scope="module")
