@@ -306,6 +306,24 @@ def test_a_cached_corruption_is_served_without_corrupting_again(folder, tmp_path
         assert pr.close(pr.number(r["mos"]), saved["mos"], rel=1e-5)
 
 
+def test_a_second_run_is_served_by_the_clean_cache_with_the_same_rows_and_maps(folder, tmp_path):
+    """The first run puts every clean output and clean image into the clean cache, the second reads them all back
+    (no clean pass): both give the construction's rows and clean maps."""
+    inputs = Inputs(resize=None, crop=32, batch_size=2, num_workers=0)
+    cache = tmp_path / "clean_cache"
+    expected = _expected(folder, NOISE, 32)
+    runs = [_cell(tmp_path / name, folder, NOISE, inputs, Explanation("saliency"), clean_cache_dir=cache)
+            for name in ("first", "second")]
+    stats = [(run.result.summary["clean_cache"]["hits"], run.result.summary["clean_cache"]["misses"]) for run in runs]
+    assert stats == [(0, len(expected)), (len(expected), 0)]
+    for run in runs:
+        _check_rows(run, expected, NOISE)
+        for r in run.rows:
+            e, maps = expected[r["image"]], run.maps[r["image"]]
+            np.testing.assert_allclose(maps["quality_map_clean"], e["_qmap_clean"], atol=1e-4)
+            np.testing.assert_allclose(maps["attribution_clean"], e["_attr_clean"], rtol=1e-5, atol=1e-7)
+
+
 # ---------------------------------------------------------------------------------------------- data module
 
 
