@@ -58,10 +58,11 @@ def _cell(tmp: Path, folder: Path, cell: Cell, inputs: Inputs, explain: Explanat
     run_dir = tmp / "run"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(module_mod, "save_comparison_figure", lambda *args: figures.append(args))
-        result = run_evaluation(ImageFolder(folder), models or tiny_cell.models(), tiny_cell.trainer(), cell, inputs,
+        trainer = tiny_cell.trainer()
+        result = run_evaluation(ImageFolder(folder), models or tiny_cell.models(), trainer, cell, inputs,
                                 explain, Outputs(run_dir, **{"figures": 0, **outputs}), speed or Speed())
     rows = pr.read_csv(run_dir / "per_image.csv")
-    return SimpleNamespace(run_dir=run_dir, rows=rows, figures=figures, result=result,
+    return SimpleNamespace(run_dir=run_dir, rows=rows, figures=figures, result=result, trainer=trainer,
                            maps={r["image"]: read_maps(run_dir, r["maps"]) for r in rows if r["maps"]})
 
 
@@ -113,8 +114,14 @@ def test_noise(folder, tmp_path):
     loop = stages["Lightning test loop"]
     for name in ("model compute (quality, classifier, attribution)", "waiting for data (workers: decode, corrupt)",
                  "step", "writing: rows, maps queued (main process)", "figures"):
-        assert 0 <= stages[name] <= loop, name
+        assert 0 < stages[name] <= loop, name  # each stage named as the profile's table reads it
     assert stages["corruption in the step (torch backend)"] == 0
+    # what Lightning's loggers (wandb's dashboard) receive: the summary's metrics, NaN-free
+    logged = {k: float(v) for k, v in noise.trainer.callback_metrics.items()}
+    metrics = noise.result.summary["metrics"]
+    assert {"acc/top1", "acc/top5", "similarity/cc", "quality/mos_mean", "n_images"} <= set(logged)
+    for key, value in logged.items():
+        assert not math.isnan(value) and value == pytest.approx(metrics[key], rel=1e-6, abs=1e-7), key
     _noise_columns(noise, folder)
     (skipped,) = pr.read_csv(noise.run_dir / "skipped.csv")  # the broken file, with its index and the decoder's word
     assert (skipped["index"], skipped["image"]) == ("5", tiny_cell.BROKEN)
@@ -261,10 +268,15 @@ def test_the_step_corrupts_full_size_images_per_size_then_crops(folder, tmp_path
     inputs = Inputs(resize=None, crop=32, batch_size=2, num_workers=0, corrupt_at="full_size",
                     corruption_backend="torch")
     cache = tmp_path / "corruption_cache"
+    profile = profiling._Profile()
+    profile.path = str(tmp_path / "profile.json")  # on, never dumped (no atexit)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(module_mod, "corrupt_batch", invert)
+        mp.setattr(profiling, "_profile", profile)
         run = _cell(tmp_path, folder, TORCH, inputs, Explanation("saliency"), corruption_cache_dir=cache)
     assert run.result.summary["corruption_backend"]["used"] == "torch"
+    stages = profile.seconds[profiling.OUTSIDE]  # the step's corruption, in the profile's row of its own
+    assert 0 < stages["corruption in the step (torch backend)"] <= stages["Lightning test loop"]
     _, listed = pr.list_class_folders(folder)
     by_id = {i.image_id: i for i in listed}
     expected = {}
