@@ -91,6 +91,14 @@ def _check_rows(run: SimpleNamespace, expected: dict[str, dict], cell: Cell, cla
             "region-quality", classifier, map_kind)
 
 
+def _input_layouts(model: torch.nn.Module) -> list[bool]:
+    """Records, per forward call of the model, whether its input came channels_last."""
+    seen: list[bool] = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous(
+        memory_format=torch.channels_last)))
+    return seen
+
+
 # --------------------------------------------------------------------------------------------------- noise
 
 NOISE = Cell("gaussian_noise", 5, 1)
@@ -106,9 +114,12 @@ def test_noise(folder, tmp_path):
     inputs = Inputs(resize=None, crop=32, batch_size=2, num_workers=0, save_images=True)
     profile = profiling._Profile()
     profile.path = str(tmp_path / "profile.json")  # on, never dumped (no atexit)
+    models = tiny_cell.models()
+    layouts = _input_layouts(models.quality)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(profiling, "_profile", profile)
-        noise = _cell(tmp_path, folder, NOISE, inputs, Explanation("saliency"), figures=2)
+        noise = _cell(tmp_path, folder, NOISE, inputs, Explanation("saliency"), models=models, figures=2)
+    assert layouts and not any(layouts)  # channels_last off: the images as they are
     # the test loop's wall time split by stage: each part of it, none negative
     stages = profile.seconds[profiling.OUTSIDE]
     loop = stages["Lightning test loop"]
@@ -236,8 +247,10 @@ def test_a_clean_cell_compares_each_image_with_itself(folder, tmp_path):
     inputs = Inputs(resize=None, crop=32, batch_size=3, num_workers=0)
     models = tiny_cell.models()  # the classifier's weights named "untrained": the figures carry the mark
     models.classifier.weights = WeightsIdentity("untrained", None, None)
+    layouts = _input_layouts(models.quality)
     run = _cell(tmp_path, folder, CLEAN, inputs, Explanation("saliency", quality_map="inverted"),
                 Speed(channels_last=True, fold_batchnorm=False), models, maps_format="zarr", figures=1)
+    assert layouts and all(layouts)  # channels_last=true reaches the models' inputs
     expected = _expected(folder, CLEAN, 32, quality_map="inverted")
     (figure,) = run.figures
     assert figure[5] == "UNTRAINED weights (classifier): the maps show no learned behaviour"

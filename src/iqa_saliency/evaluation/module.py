@@ -176,9 +176,9 @@ class EvaluationModule(pl.LightningModule):
         if batch_idx % TRIM_EVERY_BATCHES == TRIM_EVERY_BATCHES - 1:
             release_free_heap()
 
-    def _to_float(self, images: torch.Tensor, rows: list[int] | None = None) -> torch.Tensor:
-        """uint8 (B, 3, H, W) images (or some rows of them) on the device as floats in [0, 1]."""
-        stacked = images if rows is None else images[rows]
+    def _to_float(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) images on the device as floats in [0, 1]."""
+        stacked = images
         if self.device.type == "cuda" and stacked.device.type == "cpu" and not stacked.is_pinned():
             stacked = stacked.pin_memory()
         stacked = stacked.to(self.device, non_blocking=True)
