@@ -325,10 +325,21 @@ def test_a_cached_corruption_is_served_without_corrupting_again(folder, tmp_path
         calls = len(invert.calls)
         again = _cell(tmp_path / "again", folder, TORCH, inputs, Explanation("saliency"), corruption_cache_dir=cache)
     assert calls == 3 and len(invert.calls) == calls  # crop order: one size per batch; then all from the cache
-    for r in again.rows:
-        e = tiny_cell.expected_images(folder, "none", 0, 0, 32)[r["image"]]
-        saved = tiny_cell.expected_row(e["index"], r["image"], e["label"], e["clean"], 255 - e["clean"])
-        assert pr.close(pr.number(r["mos"]), saved["mos"], rel=1e-5)
+    # all entries but one removed: batches that mix a cached image with images corrupted in the step
+    entries = sorted(cache.rglob("*.npz"))
+    for entry in entries[1:]:
+        entry.unlink()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(module_mod, "corrupt_batch", invert)
+        mixed = _cell(tmp_path / "mixed", folder, TORCH, inputs, Explanation("saliency"), corruption_cache_dir=cache)
+    assert sum(shape[0] for shape, *_ in invert.calls[calls:]) == len(entries) - 1
+    for run in (again, mixed):
+        assert len(run.rows) == len(entries)
+        for r in run.rows:
+            e = tiny_cell.expected_images(folder, "none", 0, 0, 32)[r["image"]]
+            saved = tiny_cell.expected_row(e["index"], r["image"], e["label"], e["clean"], 255 - e["clean"])
+            assert pr.close(pr.number(r["mos"]), saved["mos"], rel=1e-5)
+            assert pr.close(pr.number(r["sim_cc"]), saved["sim_cc"], rel=1e-4, abs_=1e-5)
 
 
 def test_a_second_run_is_served_by_the_clean_cache_with_the_same_rows_and_maps(folder, tmp_path):
