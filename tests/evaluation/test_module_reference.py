@@ -360,6 +360,36 @@ def test_a_second_run_is_served_by_the_clean_cache_with_the_same_rows_and_maps(f
             np.testing.assert_allclose(maps["attribution_clean"], e["_attr_clean"], rtol=1e-5, atol=1e-7)
 
 
+def test_two_cells_served_by_kept_workers_give_the_construction_rows(folder, tmp_path):
+    """A sweep's kept DataLoader workers (Speed.workers) serve both cells: every batch comes from the pool, and the
+    rows are the construction's, as with a loader of the cell's own."""
+    from iqa_saliency.data.loading import WorkerPool
+
+    pool, served = WorkerPool(), []
+    loader = pool.loader
+
+    def recording_loader(dataset, batch_sampler, num_workers, collate_fn, pin_memory=False):  # noqa: ANN001, ANN202
+        kept = loader(dataset, batch_sampler, num_workers, collate_fn, pin_memory)
+        served.append((len(dataset), [list(b) for b in batch_sampler], num_workers, kept is not None))
+        return kept
+
+    pool.loader = recording_loader
+    def own_loader(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the cell built a DataLoader of its own although the kept workers served it")
+
+    inputs = Inputs(resize=None, crop=32, batch_size=2, num_workers=1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(module_mod, "DataLoader", own_loader)
+            runs = {cell: _cell(tmp_path / cell.corruption, folder, cell, inputs, Explanation("saliency"),
+                                Speed(workers=pool)) for cell in (NOISE, TORCH)}
+    finally:
+        pool.close()
+    assert served == [(6, [[0, 1], [2, 3], [4, 5]], 1, True)] * 2  # six files listed, the broken one included
+    for cell, run in runs.items():
+        _check_rows(run, _expected(folder, cell, 32), cell)
+
+
 # ---------------------------------------------------------------------------------------------- data module
 
 
