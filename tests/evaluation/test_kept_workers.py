@@ -52,7 +52,9 @@ def test_kept_workers_serve_each_cell_its_own_batches_from_the_same_processes():
         for seed, n, batch in ((0, 7, 3), (1, 5, 2), (2, 7, 3)):  # three cells, one of another size and batch
             dataset = Drawn(n, seed)
             batches = fixed_batches(n, batch)[1:]  # a resumed cell: not every batch
-            got = list(pool.loader(dataset, BatchShards(batches), 2, stack))
+            kept = pool.loader(dataset, BatchShards(batches), 2, stack)
+            assert kept.batch_sampler.batches == batches  # what the progress lines count, as for a DataLoader
+            got = list(kept)
             assert [b["index"] for b in got] == batches
             for b, want in zip(got, _expected(dataset, batches), strict=True):
                 assert torch.equal(b["x"], want)

@@ -122,8 +122,9 @@ class _KeptLoader:
     epoch draws the base seed from torch's global generator that a new DataLoader's iterator draws, so what runs
     after it sees that generator as before."""
 
-    def __init__(self, loader: DataLoader) -> None:
+    def __init__(self, loader: DataLoader, batch_sampler: Sampler[list[int]]) -> None:
         self.loader = loader
+        self.batch_sampler = batch_sampler  # the cell's own batches, read as a DataLoader's (the progress lines)
 
     def __iter__(self) -> Iterator[Any]:
         if self.loader._iterator is not None:  # a new iterator would draw this; a reset one does not
@@ -169,7 +170,7 @@ class WorkerPool:
         self._cells += 1
         self._loader.dataset.length = len(dataset)
         self._loader.batch_sampler.batches = [CellBatch(self._cells, payload, list(b)) for b in batch_sampler]
-        return _KeptLoader(self._loader)
+        return _KeptLoader(self._loader, batch_sampler)
 
     def close(self) -> None:
         """Shut the kept workers down (a later cell starts new ones)."""
