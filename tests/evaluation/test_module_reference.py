@@ -12,6 +12,7 @@ construction (helpers/plumbing_models.py). Every value is restated with PIL, num
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -81,6 +82,7 @@ def _check_rows(run: SimpleNamespace, expected: dict[str, dict], cell: Cell, cla
             e["index"], e["label"], e["label_name"]), r["image"]
         assert (r["corruption"], int(r["severity"])) == (cell.corruption, cell.severity)
         assert (int(r["pred"]), r["pred_name"], int(r["clean_pred"])) == (e["pred"], e["pred_name"], e["clean_pred"])
+        assert r["flipped"] == str(int(e["flipped"]))  # a bool column, written 0/1
         assert (r["quality_category"], r["quality_category_clean"]) == (e["quality_category"],
                                                                         e["quality_category_clean"]), r["image"]
         for col in FLOAT_COLUMNS:
@@ -89,6 +91,19 @@ def _check_rows(run: SimpleNamespace, expected: dict[str, dict], cell: Cell, cla
             assert pr.close(pr.number(r[col]), e[col], rel=1e-4, abs_=tol), (r["image"], col, r[col], e[col])
         assert (r["quality_weights"], r["classifier_weights"], r["quality_map_kind"]) == (
             "region-quality", classifier, map_kind)
+
+
+def _check_targets(mp: pytest.MonkeyPatch) -> list:
+    """Records the classes each group's attribution checks explain (None: the predictions)."""
+    seen: list = []
+    columns = module_mod.AttributionChecks.columns
+
+    def recording(self, x_clean, clean, x, corrupted, labels):  # noqa: ANN001, ANN202
+        seen.append(None if labels is None else labels.tolist())
+        return columns(self, x_clean, clean, x, corrupted, labels)
+
+    mp.setattr(module_mod.AttributionChecks, "columns", recording)
+    return seen
 
 
 def _input_layouts(model: torch.nn.Module) -> list[bool]:
@@ -118,8 +133,10 @@ def test_noise(folder, tmp_path):
     layouts = _input_layouts(models.quality)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(profiling, "_profile", profile)
+        targets = _check_targets(mp)
         noise = _cell(tmp_path, folder, NOISE, inputs, Explanation("saliency"), models=models, figures=2)
     assert layouts and not any(layouts)  # channels_last off: the images as they are
+    assert targets == [None, None, None]  # target=pred: the checks explain each image's prediction
     # the test loop's wall time split by stage: each part of it, none negative
     stages = profile.seconds[profiling.OUTSIDE]
     loop = stages["Lightning test loop"]
@@ -220,8 +237,12 @@ def test_label_target_and_quality_attribution(labelled, tmp_path):
                           faithfulness=Faithfulness(steps=2))
     models = tiny_cell.models()  # a quality model whose lower scores are better, with a map kind of its own
     models.quality.lower_better, models.quality.map_kind = True, "model:region_means"
-    run = _cell(tmp_path, labelled, LABEL, inputs, explain, models=models)
+    with pytest.MonkeyPatch.context() as mp:
+        targets = _check_targets(mp)
+        run = _cell(tmp_path, labelled, LABEL, inputs, explain, models=models)
     expected = _expected(labelled, LABEL, 32, target="label", quality_map="drop")
+    # the faithfulness curves' classes: each group's true classes (batches of 3)
+    assert [label for group in targets for label in group] == [e["label"] for e in expected.values()]
     for e in expected.values():
         e["mos_drop"] = -e["mos_drop"]  # the loss of quality: the score's rise
     _check_rows(run, expected, LABEL, map_kind="model:region_means")
@@ -236,6 +257,11 @@ def test_label_target_and_quality_attribution(labelled, tmp_path):
         want = ref.mit_cc(ref.adaptive_avg_pool(qattr, 20), ref.adaptive_avg_pool(e["_attr"], 20))
         assert pr.close(pr.number(r["sim_cc_qattr"]), want, rel=1e-4, abs_=1e-6)
     assert run.result.summary["explained_layer"] == {"classifier": None, "quality": None}
+    metrics = run.result.summary["metrics"]  # the means of the like-with-like and check columns too
+    for key, col in {"similarity/cc_local": "sim_cc_local", "similarity/cc_qattr": "sim_cc_qattr",
+                     "attribution/ris": "attr_ris", "faithfulness/deletion_auc": "deletion_auc"}.items():
+        values = [pr.number(r[col]) for r in run.rows if r[col] != ""]
+        assert values and pr.close(metrics[key], sum(values) / len(values), rel=1e-9, abs_=1e-12), key
 
 
 # --------------------------------------------------------------------------------------------------- clean
@@ -340,6 +366,35 @@ def test_a_cached_corruption_is_served_without_corrupting_again(folder, tmp_path
             saved = tiny_cell.expected_row(e["index"], r["image"], e["label"], e["clean"], 255 - e["clean"])
             assert pr.close(pr.number(r["mos"]), saved["mos"], rel=1e-5)
             assert pr.close(pr.number(r["sim_cc"]), saved["sim_cc"], rel=1e-4, abs_=1e-5)
+
+
+def test_without_a_corruption_cache_the_step_times_each_groups_corruption_and_writing(folder, tmp_path):
+    """The module's clock stood in by a counter (each reading one tick later): a group's corruption and its writing
+    each read two consecutive ticks, so the run's totals count the groups (three batches of one size each)."""
+    inputs = Inputs(resize=None, crop=32, batch_size=2, num_workers=0, corruption_backend="torch")
+    profile = profiling._Profile()
+    profile.path = str(tmp_path / "profile.json")  # on, never dumped (no atexit)
+    ticks = itertools.count()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(module_mod, "corrupt_batch", Invert())
+        mp.setattr(module_mod, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+        mp.setattr(profiling, "_profile", profile)
+        run = _cell(tmp_path, folder, TORCH, inputs, Explanation("saliency"))
+    assert len(run.rows) == 5 and not (tmp_path / "run" / "corruption_cache").exists()
+    assert run.result.summary["corruption_seconds"] == 3
+    assert profile.seconds[profiling.OUTSIDE]["writing: rows, maps queued (main process)"] == 3
+
+
+def test_the_none_corruption_is_clean_at_any_severity(folder, tmp_path):
+    cell = Cell("none", 2, 3)
+    inputs = Inputs(resize=None, crop=32, batch_size=3, num_workers=0)
+    run = _cell(tmp_path, folder, cell, inputs, Explanation("saliency"), figures=1)
+    expected = _expected(folder, Cell("contrast", 0, 3), 32)
+    for e in expected.values():  # the same images and maps: exactly 1
+        e["attr_stability_cc"] = e["quality_stability_cc"] = 1.0
+    _check_rows(run, expected, cell)
+    assert run.figures[0][4][0] == "Green/a.png · clean"
+    assert all(float(r["attr_stability_cc"]) == 1.0 for r in run.rows)
 
 
 def test_a_second_run_is_served_by_the_clean_cache_with_the_same_rows_and_maps(folder, tmp_path):

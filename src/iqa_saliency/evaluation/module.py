@@ -118,7 +118,6 @@ class EvaluationModule(pl.LightningModule):
         self.checks = AttributionChecks(self.classifier, explain.faithfulness)
         self.clean_cache = clean_cache
         self.infer = infer or self._infer
-        self.summary: dict[str, float] | None = None
         self.previews: list[Preview] = []
         self.model_seconds = 0.0  # wall time inside the model calls (this process): the rest is host-side work
         self.corruption_seconds = 0.0  # wall time corrupting on the device (corruption_backend=torch)
@@ -220,13 +219,12 @@ class EvaluationModule(pl.LightningModule):
         clean_pred, pred_c = clean["probs"].argmax(dim=1), probs_c.argmax(dim=1)
         qattr = None
         if self.quality_attribution is not None:  # the corrupted images only: that is what is compared
-            xq = x_corr if x_corr is not None else self._to_float(group["clean"])  # clean and cached: not on device
             with torch.enable_grad(), self._model_clock():
-                qattr = self.quality_attribution.attribute(xq.requires_grad_(True), target=0).float().detach()
+                qattr = self.quality_attribution.attribute(x_corr.requires_grad_(True), target=0).float().detach()
         compared = select_quality_map(self.explain.quality_map, qmap, clean["q_local"])
         sims = compare_maps(compared, attr_corr)
         nan = torch.full((n,), math.nan, device=self.device, dtype=torch.float64)
-        like_with_like = {"sim_cc_local": nan, "sim_cc_qattr": nan}
+        like_with_like: dict[str, torch.Tensor] = {}  # quality model not explained: the columns stay empty
         if qattr is not None:
             grid = compared.shape[-1]
             like_with_like = {"sim_cc_local": sims["cc"],
@@ -337,7 +335,7 @@ class EvaluationModule(pl.LightningModule):
     def _write(self, items, corrupted, values, pred, clean_pred, qmap, attr, extra_maps) -> None:  # noqa: ANN001
         names = self.classifier_info.class_names
         save_maps = self.outputs.save_maps
-        zarr_maps = self.zarr_maps if save_maps else None
+        zarr_maps = self.zarr_maps  # opened by on_test_start only when maps are saved in zarr
         if self.inputs.save_images or items[0]["index"] < self.outputs.figures:
             corrupted = corrupted.cpu()  # corrupted on the device (torch): one copy for the PNGs and figures
         cpu = {k: v.cpu().numpy() for k, v in values.items()}
@@ -402,7 +400,7 @@ class EvaluationModule(pl.LightningModule):
         self.previews.append(Preview(row, image, qmap, attr))
 
     def on_test_epoch_end(self) -> None:
-        self.summary = self.metrics.compute()
-        loggable = {k: v for k, v in self.summary.items() if not math.isnan(v)}
+        # what the loggers (wandb) receive; summary.json is made from the merged rows (evaluation.cell)
+        loggable = {k: v for k, v in self.metrics.compute().items() if not math.isnan(v)}
         if loggable:
             self.log_dict(loggable, rank_zero_only=True)
