@@ -109,6 +109,10 @@ class Models:
             self.quality.to(memory_format=torch.channels_last)
             self.clf.to(memory_format=torch.channels_last)
         self.attribution = build_attribution(method, self.clf)
+        # the study's saliency_maps.py: pytorch-grad-cam's GradCAM on layer4[-1], whose call runs the model, takes
+        # the predicted class and back-propagates through the whole network (loss.backward(), every weight's
+        # gradient), then scales the map on the host; captum's layer gradient stops at the explained layer
+        self.study_cam = _study_grad_cam(self.clf, self.attribution) if plain and method == "gradcam" else None
 
     def run(self, x: torch.Tensor) -> None:
         """The pipeline's model work for a float batch in [0, 1]: quality, then prediction + attribution."""
@@ -123,11 +127,28 @@ class Models:
             self.quality(x)
         self.run_plain_classifier(x)
 
+    def close(self) -> None:
+        """Remove pytorch-grad-cam's hooks now (its __del__ at interpreter exit fails once torch is torn down)."""
+        if self.study_cam is not None:
+            self.study_cam.activations_and_grads.release()
+
     def run_plain_classifier(self, x: torch.Tensor) -> None:
         with torch.no_grad():
             pred = self.clf(x).argmax(dim=1)
+        if self.study_cam is not None:
+            self.study_cam(x, targets=None)  # None: the predicted class, as the study called it
+            return
         with torch.enable_grad():
             self.attribution.attribute(x.requires_grad_(True), target=pred)
+
+
+def _study_grad_cam(model: torch.nn.Module, attribution: Any) -> Any:
+    """pytorch-grad-cam's GradCAM on the layer the project's Grad-CAM explains (the study's `layer4[-1]`)."""
+    try:
+        from pytorch_grad_cam import GradCAM
+    except ModuleNotFoundError:
+        raise SystemExit("the study's loop runs pytorch-grad-cam, as the study did: pip install -e '.[dev]'") from None
+    return GradCAM(model=model, target_layers=[attribution.layer])
 
 
 def baseline_loop(models: Models, source: ImageSource, n: int, corruption: str, severity: int, size: int,
@@ -419,6 +440,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     base = add(timed("per-image loop (the original study's, batch 1, fp32)", n_base,
                      lambda: baseline_loop(plain, source, n_base, args.corruption, args.severity, args.size),
                      device))
+    plain.close()
     cold = add(pipeline("pipeline end to end (clean pass included)"))
     caches = [tempfile.mkdtemp(prefix="iqa-bench-clean-"), tempfile.mkdtemp(prefix="iqa-bench-corruptions-")]
     try:

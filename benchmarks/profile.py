@@ -6,7 +6,8 @@
 Runs the sweep in one process (a subprocess, as a user's `python evaluate.py -m` runs: process start and imports
 count) with the library's stage timers on (iqa_saliency.profiling), then the original study's per-image loop on the
 same images and cells (every cell image by image, batch 1, its clean pass in each corruption's severity-0 cell, as
-the study's quality_accuracy.py ran them; also a process of its own, models loaded once). Prints the table per
+the study's quality_accuracy.py ran them, and Grad-CAM as its saliency_maps.py ran it: pytorch-grad-cam's GradCAM,
+whose backward goes through the whole network; also a process of its own, models loaded once). Prints the table per
 cell and for the whole sweep, the model-compute share and the ratio; --out writes JSON.
 """
 
@@ -147,6 +148,7 @@ def study_loop(args: argparse.Namespace) -> int:
                 t = time.perf_counter()
                 models.run_plain(x)
                 model_seconds += time.perf_counter() - t
+    models.close()
     print(json.dumps({"images": len(source.records), "seconds": time.perf_counter() - started,
                       "model_seconds": model_seconds}))
     return 0

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 
 @pytest.mark.slow
@@ -98,3 +99,21 @@ def test_compare_sweep_pairs_torch_cells_with_their_numpy_twins(tmp_path):
     rows = compare_sweep(tmp_path)
     assert [(r["used"], r["images"]) for r in rows] == [("torch", 2), ("numpy", 1)]
     assert rows[0]["psnr_min"] == pytest.approx(10 * np.log10(300)) and rows[1]["psnr_min"] == float("inf")
+
+
+def test_study_loop_runs_pytorch_grad_cam_as_the_study_did():
+    """The study's Grad-CAM pass (saliency_maps.py: pytorch-grad-cam's GradCAM, no targets) back-propagates through
+    every weight of the classifier, unlike captum's layer gradient; the benchmark's restatement must cost that too."""
+    from pytorch_grad_cam import GradCAM
+
+    from benchmarks.pipeline import Models
+
+    torch.manual_seed(0)
+    study = Models(torch.device("cpu"), "gradcam", plain=True)
+    assert isinstance(study.study_cam, GradCAM) and study.study_cam.target_layers == [study.attribution.layer]
+    study.run_plain(torch.rand(1, 3, 64, 64))
+    assert all(p.grad is not None for p in study.clf.parameters())
+    study.close()
+    assert study.study_cam.activations_and_grads.handles == []
+    ours = Models(torch.device("cpu"), "gradcam")
+    assert ours.study_cam is None  # the pipeline's own pass: captum's gradient down to the explained layer only
