@@ -70,7 +70,7 @@ def test_folding_runs_the_folded_copy_unless_the_explained_layer_is_a_folded_con
     x = torch.rand(2, 3, 16, 16)
     model, explainer = _with_explainer(net, lambda m: build_attribution("gradcam", m, layer="2"), True)
     assert model is not net and not _has_batchnorm(model) and explainer.model is model  # after the BatchNorm
-    torch.testing.assert_close(model(x), net(x), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model(x), net(x), rtol=1e-4, atol=1e-5)  # folding: float rounding only
     # the map of the convolution itself would take its BatchNorm in once folded: the model as given
     model, explainer = _with_explainer(net, lambda m: build_attribution("gradcam", m, layer="0"), True)
     assert model is net and explainer.model is net and _has_batchnorm(model)
