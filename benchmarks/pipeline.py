@@ -112,7 +112,7 @@ class Models:
         # the study's saliency_maps.py: pytorch-grad-cam's GradCAM on layer4[-1], whose call runs the model, takes
         # the predicted class and back-propagates through the whole network (loss.backward(), every weight's
         # gradient), then scales the map on the host; captum's layer gradient stops at the explained layer
-        self.study_cam = _study_grad_cam(self.clf, self.attribution) if plain and method == "gradcam" else None
+        self.study_cam = _study_grad_cam(self.clf, self.attribution.layer) if plain and method == "gradcam" else None
 
     def run(self, x: torch.Tensor) -> None:
         """The pipeline's model work for a float batch in [0, 1]: quality, then prediction + attribution."""
@@ -142,13 +142,13 @@ class Models:
             self.attribution.attribute(x.requires_grad_(True), target=pred)
 
 
-def _study_grad_cam(model: torch.nn.Module, attribution: Any) -> Any:
+def _study_grad_cam(model: torch.nn.Module, layer: torch.nn.Module) -> Any:
     """pytorch-grad-cam's GradCAM on the layer the project's Grad-CAM explains (the study's `layer4[-1]`)."""
     try:
         from pytorch_grad_cam import GradCAM
     except ModuleNotFoundError:
         raise SystemExit("the study's loop runs pytorch-grad-cam, as the study did: pip install -e '.[dev]'") from None
-    return GradCAM(model=model, target_layers=[attribution.layer])
+    return GradCAM(model=model, target_layers=[layer])
 
 
 def baseline_loop(models: Models, source: ImageSource, n: int, corruption: str, severity: int, size: int,

@@ -180,4 +180,3 @@ def test_without_saved_maps_the_maps_column_is_empty_and_no_file_is_written(tmp_
     assert [r["index"] for r in rows] == ["4", "5", "6"]
     assert [r["maps"] for r in rows] == ["", "", ""] and not (tmp_path / "run" / "maps").exists()
     np.testing.assert_array_equal([pr.number(r["mos"]) for r in rows], [40.0, 50.0, 60.0])
-
